@@ -67,12 +67,15 @@ func (n NaiveDiff) views(ctx context.Context, id string) (dir, parentDir string,
 
 // Stream runs write in a goroutine feeding the returned reader; release
 // runs once the writer is done and the reader is closed. Closing the reader
-// early stops the writer with an error. Errors are wrapped with op and id.
+// early, or cancelling ctx, stops the writer with an error. Errors are
+// wrapped with op and id.
 func Stream(ctx context.Context, op, id string, release func(), write func(w io.Writer) error) io.ReadCloser {
 	pr, pw := io.Pipe()
 	done := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { pw.CloseWithError(Wrap(op, id, ctx.Err())) })
 	go func() {
 		defer close(done)
+		defer stop()
 		pw.CloseWithError(Wrap(op, id, write(pw)))
 	}()
 	return &stream{PipeReader: pr, done: done, release: release}
