@@ -1,0 +1,477 @@
+// Package metrics instruments a strata driver for Prometheus.
+//
+// An embedding daemon wraps its driver once and keeps using the result in
+// place of the original:
+//
+//	reg := prometheus.NewRegistry()
+//	d, err := metrics.Instrument(inner, reg, metrics.Options{})
+//	...
+//	http.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+//
+// Nothing is registered anywhere but in the Registerer passed in. Labels
+// never carry layer IDs (they are unbounded) except on the per-layer
+// copy-up gauges, which exist only with Options.PerLayer.
+//
+// The decorated driver keeps the optional capabilities of the inner one:
+// a type assertion to driver.Lister, driver.CopyUpReporter or driver.Quota
+// succeeds on it exactly when it succeeds on the inner driver (moby#33734
+// lost them behind its wrapper).
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/stratafs/strata/driver"
+)
+
+// Options configure Instrument. The zero value is usable.
+type Options struct {
+	// Namespace prefixes every metric name; "" means "strata".
+	Namespace string
+	// ConstLabels are added to every metric. Two drivers of the same
+	// backend in one registry need distinct ConstLabels (or Namespaces);
+	// drivers of different backends already differ by their driver label.
+	ConstLabels prometheus.Labels
+	// PerLayer adds copy-up gauges per writable layer, labelled with the
+	// layer ID. Off by default: IDs are unbounded, and each one is a
+	// series.
+	PerLayer bool
+	// ScrapeBudget bounds the time one scrape spends asking the backend
+	// for copy-up figures; layers not refreshed in time report their
+	// cached values. 0 means 2s.
+	ScrapeBudget time.Duration
+	// CopyUpTTL is how long a layer's copy-up figures are reused before
+	// the backend is asked again. 0 means 15s; a negative value asks on
+	// every scrape (within the budget).
+	CopyUpTTL time.Duration
+	// Buckets of the latency histogram in seconds; nil means
+	// DefaultBuckets.
+	Buckets []float64
+}
+
+// DefaultBuckets span a refcounted Get of a mounted layer (tens of
+// microseconds) to ApplyDiff of a large layer (minutes); Prometheus's own
+// defaults start at 5ms and would put every Get/Put in the first bucket.
+var DefaultBuckets = []float64{
+	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+	0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
+}
+
+// Operation label values.
+const (
+	OpCreate    = "create"
+	OpRemove    = "remove"
+	OpGet       = "get"
+	OpPut       = "put"
+	OpDiff      = "diff"
+	OpChanges   = "changes"
+	OpApply     = "apply"
+	OpDiffSize  = "diffsize"
+	OpStatus    = "status"
+	OpLayers    = "layers"
+	OpCopyUp    = "copyup"
+	OpQuotaUsed = "quota_usage"
+)
+
+var allOps = []string{
+	OpCreate, OpRemove, OpGet, OpPut, OpDiff, OpChanges, OpApply,
+	OpDiffSize, OpStatus, OpLayers, OpCopyUp, OpQuotaUsed,
+}
+
+// ErrorKind names the class of err for the kind label: one of not_found,
+// exists, in_use, has_children, invalid_id, no_space, not_supported or
+// other. Wrapped errors are classified through errors.Is.
+func ErrorKind(err error) string {
+	switch {
+	case errors.Is(err, driver.ErrLayerNotFound):
+		return "not_found"
+	case errors.Is(err, driver.ErrLayerExists):
+		return "exists"
+	case errors.Is(err, driver.ErrLayerInUse):
+		return "in_use"
+	case errors.Is(err, driver.ErrHasChildren):
+		return "has_children"
+	case errors.Is(err, driver.ErrInvalidID):
+		return "invalid_id"
+	case errors.Is(err, driver.ErrNoSpace):
+		return "no_space"
+	case errors.Is(err, driver.ErrNotSupported):
+		return "not_supported"
+	}
+	return "other"
+}
+
+// Instrument returns d wrapped so that every call is recorded in reg. It
+// fails, registering nothing, if reg already holds the same metrics (give
+// the second driver ConstLabels or a Namespace). Close on the result
+// closes d and unregisters the metrics, so a daemon can open and
+// instrument the driver again.
+func Instrument(d driver.Driver, reg prometheus.Registerer, opts Options) (driver.Driver, error) {
+	if d == nil || reg == nil {
+		return nil, errors.New("metrics: Instrument needs a driver and a registerer")
+	}
+	ns := opts.Namespace
+	if ns == "" {
+		ns = "strata"
+	}
+	buckets := opts.Buckets
+	if buckets == nil {
+		buckets = DefaultBuckets
+	}
+	constLabels := prometheus.Labels{"driver": d.Name()}
+	for k, v := range opts.ConstLabels {
+		if k == "driver" {
+			return nil, errors.New(`metrics: ConstLabels must not set "driver": it is the backend name`)
+		}
+		constLabels[k] = v
+	}
+
+	in := &instrumented{inner: d, reg: reg}
+	in.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: ns, Name: "operation_duration_seconds",
+		Help:        "Time taken by driver operations. A diff is timed from the call until its stream is closed.",
+		ConstLabels: constLabels, Buckets: buckets,
+	}, []string{"op"})
+	in.errs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: ns, Name: "operation_errors_total",
+		Help:        "Driver operations that failed, by operation and error kind (not_found, exists, in_use, has_children, invalid_id, no_space, not_supported, other).",
+		ConstLabels: constLabels,
+	}, []string{"op", "kind"})
+	in.mounts = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: ns, Name: "active_mounts",
+		Help:        "Gets not yet matched by a Put, made through this process.",
+		ConstLabels: constLabels,
+	})
+	in.layers = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: ns, Name: "layers",
+		Help:        "Complete layers on the driver's root, counted when instrumented and kept up to date by this process's Create and Remove.",
+		ConstLabels: constLabels,
+	})
+	in.applied = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: ns, Name: "applied_bytes_total",
+		Help:        "Content bytes unpacked by ApplyDiff.",
+		ConstLabels: constLabels,
+	})
+	in.diffed = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: ns, Name: "diffed_bytes_total",
+		Help:        "Bytes of layer tar read from Diff streams.",
+		ConstLabels: constLabels,
+	})
+	in.obs = make(map[string]prometheus.Observer, len(allOps))
+	for _, op := range allOps {
+		in.obs[op] = in.duration.WithLabelValues(op)
+	}
+
+	n, err := countLayers(d)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: counting layers: %w", err)
+	}
+	in.layers.Set(float64(n))
+
+	cs := []prometheus.Collector{in.duration, in.errs, in.mounts, in.layers, in.applied, in.diffed}
+	lister, _ := d.(driver.Lister)
+	reporter, _ := d.(driver.CopyUpReporter)
+	if lister != nil && reporter != nil {
+		in.copyup = newCopyUpCollector(ns, constLabels, lister, reporter, opts)
+		cs = append(cs, in.copyup)
+	}
+	for i, c := range cs {
+		if err := reg.Register(c); err != nil {
+			for _, done := range cs[:i] {
+				reg.Unregister(done)
+			}
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				return nil, fmt.Errorf("metrics: %s driver already instrumented in this registry; set Options.ConstLabels or Namespace: %w", d.Name(), err)
+			}
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+	}
+	in.collectors = cs
+	return wrap(in, d), nil
+}
+
+// countLayers reads the number of layers already on the root.
+func countLayers(d driver.Driver) (int, error) {
+	ctx := context.Background()
+	if l, ok := d.(driver.Lister); ok {
+		ls, err := l.Layers(ctx)
+		return len(ls), err
+	}
+	return d.Status(ctx).Layers, nil
+}
+
+// instrumented is the decorator without optional capabilities; wrap adds
+// them to match the inner driver.
+type instrumented struct {
+	inner driver.Driver
+	reg   prometheus.Registerer
+
+	duration *prometheus.HistogramVec
+	obs      map[string]prometheus.Observer // pre-resolved: no label lookup per call
+	errs     *prometheus.CounterVec
+	mounts   prometheus.Gauge
+	layers   prometheus.Gauge
+	applied  prometheus.Counter
+	diffed   prometheus.Counter
+	copyup   *copyUpCollector
+
+	closeOnce  sync.Once
+	closeErr   error
+	collectors []prometheus.Collector
+}
+
+// Unwrap returns the driver Instrument was given.
+func (in *instrumented) Unwrap() driver.Driver { return in.inner }
+
+// done records one finished operation.
+func (in *instrumented) done(op string, start time.Time, err error) {
+	in.obs[op].Observe(time.Since(start).Seconds())
+	if err != nil {
+		in.errs.WithLabelValues(op, ErrorKind(err)).Inc()
+	}
+}
+
+func (in *instrumented) Name() string          { return in.inner.Name() }
+func (in *instrumented) Exists(id string) bool { return in.inner.Exists(id) }
+
+func (in *instrumented) Create(ctx context.Context, id, parent string, opts *driver.CreateOpts) error {
+	start := time.Now()
+	err := in.inner.Create(ctx, id, parent, opts)
+	in.done(OpCreate, start, err)
+	if err == nil {
+		in.layers.Inc()
+		in.copyup.invalidate()
+	}
+	return err
+}
+
+func (in *instrumented) Remove(ctx context.Context, id string) error {
+	start := time.Now()
+	err := in.inner.Remove(ctx, id)
+	in.done(OpRemove, start, err)
+	if err == nil {
+		in.layers.Dec()
+		in.copyup.invalidate()
+	}
+	return err
+}
+
+func (in *instrumented) Get(ctx context.Context, id string, opts *driver.MountOpts) (string, error) {
+	start := time.Now()
+	p, err := in.inner.Get(ctx, id, opts)
+	in.done(OpGet, start, err)
+	if err == nil {
+		in.mounts.Inc()
+	}
+	return p, err
+}
+
+func (in *instrumented) Put(ctx context.Context, id string) error {
+	start := time.Now()
+	err := in.inner.Put(ctx, id)
+	in.done(OpPut, start, err)
+	if err == nil {
+		in.mounts.Dec()
+	}
+	return err
+}
+
+func (in *instrumented) Diff(ctx context.Context, id string) (io.ReadCloser, error) {
+	start := time.Now()
+	rc, err := in.inner.Diff(ctx, id)
+	if err != nil {
+		in.done(OpDiff, start, err)
+		return nil, err
+	}
+	return &diffStream{rc: rc, in: in, start: start}, nil
+}
+
+func (in *instrumented) Changes(ctx context.Context, id string) ([]driver.Change, error) {
+	start := time.Now()
+	ch, err := in.inner.Changes(ctx, id)
+	in.done(OpChanges, start, err)
+	return ch, err
+}
+
+func (in *instrumented) ApplyDiff(ctx context.Context, id string, tar io.Reader) (int64, error) {
+	start := time.Now()
+	n, err := in.inner.ApplyDiff(ctx, id, tar)
+	in.done(OpApply, start, err)
+	if err == nil && n > 0 {
+		in.applied.Add(float64(n))
+	}
+	return n, err
+}
+
+func (in *instrumented) DiffSize(ctx context.Context, id string) (int64, error) {
+	start := time.Now()
+	n, err := in.inner.DiffSize(ctx, id)
+	in.done(OpDiffSize, start, err)
+	return n, err
+}
+
+func (in *instrumented) Status(ctx context.Context) driver.Status {
+	start := time.Now()
+	s := in.inner.Status(ctx)
+	in.done(OpStatus, start, nil)
+	return s
+}
+
+// Close closes the inner driver, which releases its mounts, and
+// unregisters the metrics. Calling it twice is fine.
+func (in *instrumented) Close() error {
+	in.closeOnce.Do(func() {
+		in.copyup.close()
+		in.closeErr = in.inner.Close()
+		in.mounts.Set(0)
+		for _, c := range in.collectors {
+			in.reg.Unregister(c)
+		}
+	})
+	return in.closeErr
+}
+
+// diffStream counts the bytes the caller reads and times the whole
+// transfer, so a diff's latency covers producing the tar, not only opening
+// the stream.
+type diffStream struct {
+	rc     io.ReadCloser
+	in     *instrumented
+	start  time.Time
+	err    error // first read error other than EOF
+	closed bool
+}
+
+func (s *diffStream) Read(p []byte) (int, error) {
+	n, err := s.rc.Read(p)
+	if n > 0 {
+		s.in.diffed.Add(float64(n))
+	}
+	if err != nil && err != io.EOF && s.err == nil {
+		s.err = err
+	}
+	return n, err
+}
+
+func (s *diffStream) Close() error {
+	err := s.rc.Close()
+	if !s.closed {
+		s.closed = true
+		e := s.err
+		if e == nil {
+			e = err
+		}
+		s.in.done(OpDiff, s.start, e)
+	}
+	return err
+}
+
+// The capability methods, each on its own type so that wrap can embed
+// exactly those the inner driver has.
+
+type lister struct {
+	in *instrumented
+	l  driver.Lister
+}
+
+func (x lister) Layers(ctx context.Context) ([]driver.LayerInfo, error) {
+	start := time.Now()
+	ls, err := x.l.Layers(ctx)
+	x.in.done(OpLayers, start, err)
+	return ls, err
+}
+
+type copyUpReporter struct {
+	in *instrumented
+	r  driver.CopyUpReporter
+}
+
+func (x copyUpReporter) CopyUp(ctx context.Context, id string) (driver.CopyUpStats, error) {
+	start := time.Now()
+	st, err := x.r.CopyUp(ctx, id)
+	x.in.done(OpCopyUp, start, err)
+	return st, err
+}
+
+type quota struct {
+	in *instrumented
+	q  driver.Quota
+}
+
+func (x quota) QuotaScope() (driver.QuotaScope, error) { return x.q.QuotaScope() }
+
+func (x quota) QuotaUsage(ctx context.Context, id string) (driver.QuotaUsage, error) {
+	start := time.Now()
+	u, err := x.q.QuotaUsage(ctx, id)
+	x.in.done(OpQuotaUsed, start, err)
+	return u, err
+}
+
+type (
+	withL struct {
+		*instrumented
+		lister
+	}
+	withC struct {
+		*instrumented
+		copyUpReporter
+	}
+	withQ struct {
+		*instrumented
+		quota
+	}
+	withLC struct {
+		*instrumented
+		lister
+		copyUpReporter
+	}
+	withLQ struct {
+		*instrumented
+		lister
+		quota
+	}
+	withCQ struct {
+		*instrumented
+		copyUpReporter
+		quota
+	}
+	withLCQ struct {
+		*instrumented
+		lister
+		copyUpReporter
+		quota
+	}
+)
+
+// wrap returns in dressed with exactly the capabilities d has.
+func wrap(in *instrumented, d driver.Driver) driver.Driver {
+	l, hasL := d.(driver.Lister)
+	c, hasC := d.(driver.CopyUpReporter)
+	q, hasQ := d.(driver.Quota)
+	xl, xc, xq := lister{in, l}, copyUpReporter{in, c}, quota{in, q}
+	switch {
+	case hasL && hasC && hasQ:
+		return withLCQ{in, xl, xc, xq}
+	case hasL && hasC:
+		return withLC{in, xl, xc}
+	case hasL && hasQ:
+		return withLQ{in, xl, xq}
+	case hasC && hasQ:
+		return withCQ{in, xc, xq}
+	case hasL:
+		return withL{in, xl}
+	case hasC:
+		return withC{in, xc}
+	case hasQ:
+		return withQ{in, xq}
+	}
+	return in
+}
