@@ -97,6 +97,7 @@ type testCase struct {
 func cases() []testCase {
 	var all []testCase
 	all = append(all, lifecycleCases()...)
+	all = append(all, diffCases()...)
 	return all
 }
 
