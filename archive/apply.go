@@ -144,7 +144,7 @@ func (a *applier) entry(ctx context.Context, hdr *tar.Header, r io.Reader) error
 	switch hdr.Typeflag {
 	case tar.TypeXGlobalHeader:
 		return nil // global PAX records carry nothing Apply uses
-	case tar.TypeReg, tar.TypeRegA, tar.TypeCont, tar.TypeGNUSparse, tar.TypeDir, tar.TypeSymlink,
+	case tar.TypeReg, tar.TypeCont, tar.TypeGNUSparse, tar.TypeDir, tar.TypeSymlink,
 		tar.TypeLink, tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 	default:
 		return fmt.Errorf("%w: unsupported entry type %q", ErrInvalidTar, hdr.Typeflag)

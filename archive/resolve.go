@@ -36,7 +36,7 @@ func cleanName(name string) (string, error) {
 	}
 	p := path.Clean(strings.TrimLeft(name, "/"))
 	if p == ".." || strings.HasPrefix(p, "../") {
-		return "", fmt.Errorf("%w: %q climbs out with ..", ErrUnsafePath, name)
+		return "", fmt.Errorf("%w: %q climbs out through \"..\"", ErrUnsafePath, name)
 	}
 	if p == "." {
 		return "", nil

@@ -1,0 +1,194 @@
+package archive
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Changes compares dir with parentDir ("" means an empty parent) and
+// returns what differs, sorted so that a directory precedes its contents
+// (by path components, so "/a/b" comes before "/a-b").
+//
+// The walk is by metadata, as moby's naive diff is: a path is modified
+// when its type, mode, owner, size, device number, symlink target,
+// nanosecond mtime or xattrs (other than overlay's own) differ. Regular
+// file content is not read: a rewrite that keeps size and mtime is not
+// seen. A directory is compared without its size and mtime, which change
+// whenever a child does; its changed children are listed instead (and
+// WriteChanges writes their parents). A deleted directory is one Delete;
+// an added directory is an Add for it and each thing inside it.
+func Changes(ctx context.Context, parentDir, dir string) ([]Change, error) {
+	c := &changer{ctx: ctx, old: parentDir, new: dir, buf: make([]byte, 4096)}
+	if err := c.dir(""); err != nil {
+		return nil, err
+	}
+	return c.out, nil
+}
+
+type changer struct {
+	ctx      context.Context
+	old, new string
+	buf      []byte
+	out      []Change
+}
+
+// list returns the sorted names in root/rel; a missing directory (or no
+// root at all) is empty.
+func list(root, rel string) ([]string, error) {
+	if root == "" {
+		return nil, nil
+	}
+	f, err := os.Open(filepath.Join(root, rel))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	slices.Sort(names)
+	return names, err
+}
+
+func (c *changer) dir(rel string) error {
+	if err := c.ctx.Err(); err != nil {
+		return err
+	}
+	newNames, err := list(c.new, rel)
+	if err != nil {
+		return err
+	}
+	oldNames, err := list(c.old, rel)
+	if err != nil {
+		return err
+	}
+	i, j := 0, 0
+	for i < len(newNames) || j < len(oldNames) {
+		var name string
+		switch {
+		case j == len(oldNames) || (i < len(newNames) && newNames[i] < oldNames[j]):
+			name = newNames[i]
+			i++
+			if err := c.added(rel + "/" + name); err != nil {
+				return err
+			}
+			continue
+		case i == len(newNames) || oldNames[j] < newNames[i]:
+			name = oldNames[j]
+			j++
+			c.out = append(c.out, Change{Path: rel + "/" + name, Kind: ChangeDelete})
+			continue
+		}
+		name = newNames[i]
+		i, j = i+1, j+1
+		if err := c.both(rel + "/" + name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// added records p and, for a directory, everything below it.
+func (c *changer) added(p string) error {
+	c.out = append(c.out, Change{Path: p, Kind: ChangeAdd})
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(c.new, p), &st); err != nil {
+		return &os.PathError{Op: "lstat", Path: filepath.Join(c.new, p), Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return nil
+	}
+	if err := c.ctx.Err(); err != nil {
+		return err
+	}
+	names, err := list(c.new, p)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := c.added(p + "/" + n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *changer) both(p string) error {
+	om, err := readMeta(filepath.Join(c.old, p), c.buf)
+	if err != nil {
+		return err
+	}
+	nm, err := readMeta(filepath.Join(c.new, p), c.buf)
+	if err != nil {
+		return err
+	}
+	if differs(om, nm) {
+		c.out = append(c.out, Change{Path: p, Kind: ChangeModify})
+	}
+	switch {
+	case nm.isDir() && om.isDir():
+		return c.dir(p)
+	case nm.isDir():
+		// A file became a directory: all it holds is new.
+		names, err := list(c.new, p)
+		if err != nil {
+			return err
+		}
+		for _, n := range names {
+			if err := c.added(p + "/" + n); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func differs(a, b *meta) bool {
+	if a.typ() != b.typ() || a.perm() != b.perm() || a.st.Uid != b.st.Uid || a.st.Gid != b.st.Gid ||
+		a.st.Rdev != b.st.Rdev || a.link != b.link || !sameXattrs(a.xattrs, b.xattrs) {
+		return true
+	}
+	if a.isDir() {
+		return false
+	}
+	return a.st.Size != b.st.Size || a.st.Mtim != b.st.Mtim
+}
+
+func sameXattrs(a, b []xattr) bool {
+	a = slices.DeleteFunc(slices.Clone(a), func(x xattr) bool { return isOverlayXattr(x.name) })
+	b = slices.DeleteFunc(slices.Clone(b), func(x xattr) bool { return isOverlayXattr(x.name) })
+	return slices.Equal(a, b)
+}
+
+// sortChanges puts changes in the order Changes returns them: by path
+// components, so a directory comes right before its contents.
+func sortChanges(ch []Change) {
+	slices.SortStableFunc(ch, func(a, b Change) int { return comparePaths(a.Path, b.Path) })
+}
+
+func comparePaths(a, b string) int {
+	for {
+		a0, arest, aok := strings.Cut(strings.TrimPrefix(a, "/"), "/")
+		b0, brest, bok := strings.Cut(strings.TrimPrefix(b, "/"), "/")
+		if c := strings.Compare(a0, b0); c != 0 {
+			return c
+		}
+		switch {
+		case !aok && !bok:
+			return 0
+		case !aok:
+			return -1
+		case !bok:
+			return 1
+		}
+		a, b = arest, brest
+	}
+}
