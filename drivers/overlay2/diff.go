@@ -1,0 +1,280 @@
+package overlay2
+
+import (
+	"bytes"
+	"context"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stratafs/strata/archive"
+	"github.com/stratafs/strata/driver"
+	"github.com/stratafs/strata/internal/store"
+)
+
+// Overlay's own xattrs in an upper or lower dir.
+const (
+	xattrOpaque = "trusted.overlay.opaque"
+	xattrOrigin = "trusted.overlay.origin"
+	xattrPrefix = "trusted.overlay."
+)
+
+func isWhiteout(st *unix.Stat_t) bool {
+	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0
+}
+
+func isDir(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFDIR }
+
+func hasXattr(path, name string) (string, bool) {
+	buf := make([]byte, 256)
+	n, err := unix.Lgetxattr(path, name, buf)
+	if err != nil {
+		return "", false
+	}
+	return string(buf[:n]), true
+}
+
+func isOpaque(path string) bool {
+	v, ok := hasXattr(path, xattrOpaque)
+	return ok && v == "y"
+}
+
+// lowers is the view a layer's parent presents, read without mounting it:
+// the parent chain's diff dirs, nearest first, resolved the way overlayfs
+// resolves them (whiteouts hide, opaque dirs stop the search, a non-dir
+// hides everything below it).
+type lowers []string
+
+func (d *Driver) lowersOf(r store.Record) (lowers, error) {
+	if r.Parent == "" {
+		return nil, nil
+	}
+	chain, err := d.store.Chain(r.Parent)
+	if err != nil {
+		return nil, err
+	}
+	out := make(lowers, len(chain))
+	for i, id := range chain {
+		out[i] = d.diffDir(id)
+	}
+	return out, nil
+}
+
+// layersOf returns the lower dirs that contribute the directory rel to the
+// parent's view (top first), or nil if rel is not a directory there.
+func (ls lowers) layersOf(rel string) []string {
+	active := []string(ls)
+	if rel == "" || rel == "/" {
+		return active
+	}
+	parts := strings.Split(strings.Trim(rel, "/"), "/")
+	for i := range parts {
+		prefix := strings.Join(parts[:i+1], "/")
+		var next []string
+		for _, l := range active {
+			p := filepath.Join(l, prefix)
+			var st unix.Stat_t
+			if unix.Lstat(p, &st) != nil {
+				continue
+			}
+			if !isDir(&st) {
+				break
+			}
+			next = append(next, l)
+			if isOpaque(p) {
+				break
+			}
+		}
+		if len(next) == 0 {
+			return nil
+		}
+		active = next
+	}
+	return active
+}
+
+// lookup finds rel in the parent's view: the path that holds it and its
+// stat, or ok == false.
+func (ls lowers) lookup(rel string) (string, *unix.Stat_t, bool) {
+	dir, name := filepath.Split(strings.Trim(rel, "/"))
+	for _, l := range ls.layersOf(dir) {
+		p := filepath.Join(l, dir, name)
+		var st unix.Stat_t
+		if unix.Lstat(p, &st) != nil {
+			continue
+		}
+		if isWhiteout(&st) {
+			return "", nil, false
+		}
+		return p, &st, true
+	}
+	return "", nil, false
+}
+
+// names lists the directory rel of the parent's view.
+func (ls lowers) names(rel string) ([]string, error) {
+	seen := map[string]bool{}
+	var out []string
+	for _, l := range ls.layersOf(rel) {
+		ents, err := os.ReadDir(filepath.Join(l, rel))
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range ents {
+			n := e.Name()
+			if seen[n] {
+				continue
+			}
+			seen[n] = true
+			if e.Type()&fs.ModeCharDevice != 0 {
+				var st unix.Stat_t
+				if unix.Lstat(filepath.Join(l, rel, n), &st) == nil && isWhiteout(&st) {
+					continue
+				}
+			}
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// nativeChanges lists a layer's changes from its diff/ alone, looking up
+// each changed path in the parent's view to tell added from modified.
+// The cost follows the size of the change, not of the image.
+func (d *Driver) nativeChanges(ctx context.Context, r store.Record) ([]driver.Change, error) {
+	ls, err := d.lowersOf(r)
+	if err != nil {
+		return nil, err
+	}
+	root := d.diffDir(r.ID)
+	var out []driver.Change
+	err = filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if p == root {
+			return nil
+		}
+		rel := "/" + filepath.ToSlash(p[len(root)+1:])
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return &os.PathError{Op: "lstat", Path: p, Err: err}
+		}
+		if isWhiteout(&st) {
+			if _, _, ok := ls.lookup(rel); ok {
+				out = append(out, driver.Change{Path: rel, Kind: archive.ChangeDelete})
+			}
+			return nil
+		}
+		lp, lst, below := ls.lookup(rel)
+		switch {
+		case !below:
+			out = append(out, driver.Change{Path: rel, Kind: archive.ChangeAdd})
+		case isDir(&st) && isDir(lst) && sameDirMeta(p, &st, lp, lst):
+			// A directory copied up only to hold a changed child.
+		default:
+			out = append(out, driver.Change{Path: rel, Kind: archive.ChangeModify})
+		}
+		if isDir(&st) && below && isOpaque(p) {
+			// An opaque dir hides everything below it that it does not
+			// hold itself: each such name is a deletion.
+			names, err := ls.names(rel)
+			if err != nil {
+				return err
+			}
+			for _, n := range names {
+				var cst unix.Stat_t
+				if unix.Lstat(filepath.Join(p, n), &cst) != nil {
+					out = append(out, driver.Change{Path: rel + "/" + n, Kind: archive.ChangeDelete})
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out, nil
+}
+
+// sameDirMeta compares what a directory entry in a layer tar carries.
+func sameDirMeta(a string, sa *unix.Stat_t, b string, sb *unix.Stat_t) bool {
+	if sa.Mode != sb.Mode || sa.Uid != sb.Uid || sa.Gid != sb.Gid || sa.Mtim != sb.Mtim {
+		return false
+	}
+	return bytes.Equal(xattrDigest(a), xattrDigest(b))
+}
+
+// xattrDigest renders a file's xattrs, overlay's own left out, sorted.
+func xattrDigest(p string) []byte {
+	sz, err := unix.Llistxattr(p, nil)
+	if err != nil || sz == 0 {
+		return nil
+	}
+	buf := make([]byte, sz)
+	sz, err = unix.Llistxattr(p, buf)
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, n := range bytes.Split(buf[:sz], []byte{0}) {
+		if len(n) > 0 && !bytes.HasPrefix(n, []byte(xattrPrefix)) {
+			names = append(names, string(n))
+		}
+	}
+	sort.Strings(names)
+	var out bytes.Buffer
+	for _, n := range names {
+		v := make([]byte, 64<<10)
+		m, err := unix.Lgetxattr(p, n, v)
+		if err != nil {
+			continue
+		}
+		out.WriteString(n)
+		out.WriteByte(0)
+		out.Write(v[:m])
+		out.WriteByte(0)
+	}
+	return out.Bytes()
+}
+
+// dirSize sums the content bytes of the regular files under dir, each
+// inode once.
+func dirSize(ctx context.Context, dir string) (int64, error) {
+	var n int64
+	type key struct{ dev, ino uint64 }
+	seen := map[key]bool{}
+	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !e.Type().IsRegular() {
+			return nil
+		}
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			return err
+		}
+		if st.Nlink > 1 {
+			k := key{st.Dev, st.Ino}
+			if seen[k] {
+				return nil
+			}
+			seen[k] = true
+		}
+		n += st.Size
+		return nil
+	})
+	return n, err
+}

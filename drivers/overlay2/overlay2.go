@@ -1,0 +1,738 @@
+// Package overlay2 stores layers as directories stacked by the kernel's
+// overlayfs: each layer keeps only its own files (diff/), whiteouts the
+// overlay way, and Get mounts the chain. Diff and Changes read the layer's
+// own diff/ (native diff) unless the kernel's redirect_dir or metacopy
+// would make that wrong. See layout.go for the files on disk.
+package overlay2
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/stratafs/strata/archive"
+	"github.com/stratafs/strata/driver"
+	"github.com/stratafs/strata/internal/fsutil"
+	"github.com/stratafs/strata/internal/mount"
+	"github.com/stratafs/strata/internal/store"
+)
+
+// Name is the backend's name.
+const Name = "overlay2"
+
+// Driver is the overlay2 backend on one root.
+type Driver struct {
+	root   string
+	opts   Options
+	host   host
+	store  *store.Store
+	locks  driver.Locker
+	refs   driver.RefCounter
+	naive  driver.NaiveDiff
+	bootID string
+	closed atomic.Bool
+
+	mu       sync.Mutex
+	mounts   map[string]mountState
+	repaired []string // what New found and fixed, for Status
+
+	copyups copyUpCache
+}
+
+type mountState struct {
+	readOnly bool
+	volatile bool
+	how      string // "mount", "fsconfig", "mount-relative"
+}
+
+// Record Extra keys.
+const (
+	// extraSized marks a layer whose record Size came from ApplyDiff and
+	// still holds: it is cleared when the layer is mounted read-write.
+	extraSized = "sized"
+)
+
+var (
+	_ driver.Driver         = (*Driver)(nil)
+	_ driver.Lister         = (*Driver)(nil)
+	_ driver.CopyUpReporter = (*Driver)(nil)
+	_ driver.Quota          = (*Driver)(nil)
+)
+
+// New opens (or creates) an overlay2 root. It checks the host (backing
+// filesystem, d_type, a real test mount) and repairs what a killed
+// process left behind: mounts under root are unmounted, half-applied
+// layers, layers whose data may have been lost with a "volatile" mount,
+// and data without a record are removed.
+func New(ctx context.Context, root string, opts Options) (driver.Driver, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	root, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
+	if err := makeRootDirs(root); err != nil {
+		return nil, fmt.Errorf("overlay2: %w", err)
+	}
+	d := &Driver{root: root, opts: opts, mounts: map[string]mountState{}, bootID: bootID()}
+	// Mounts left by a killed process go first: the checks and the sweep
+	// cannot remove directories that are mount points.
+	volatileAtDeath, err := d.unmountLeftovers()
+	if err != nil {
+		return nil, err
+	}
+	if d.host, err = checkHost(ctx, root, opts, !opts.SkipMountCheck); err != nil {
+		return nil, err
+	}
+	if d.store, err = store.Open(filepath.Join(root, recordsDir)); err != nil {
+		return nil, fmt.Errorf("overlay2: %w", err)
+	}
+	if err := d.recover(ctx, volatileAtDeath); err != nil {
+		return nil, fmt.Errorf("overlay2: recovering %s: %w", root, err)
+	}
+	d.naive = driver.NaiveDiff{View: d.view, Parent: d.parentOf}
+	return d, nil
+}
+
+// unmountLeftovers unmounts everything under the root and returns the
+// layers that were mounted volatile.
+func (d *Driver) unmountLeftovers() (map[string]bool, error) {
+	ms, err := mount.Under(d.root)
+	if err != nil {
+		return nil, fmt.Errorf("overlay2: reading the mount table: %w", err)
+	}
+	vol := map[string]bool{}
+	for _, m := range ms {
+		rel, _ := filepath.Rel(filepath.Join(d.root, layersDir), m.Mountpoint)
+		if id, sub, ok := strings.Cut(rel, "/"); ok && sub == "merged" && m.HasOption("volatile") {
+			vol[id] = true
+		}
+	}
+	done, err := mount.UnmountAll(d.root)
+	for _, p := range done {
+		d.repaired = append(d.repaired, "unmounted "+p)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("overlay2: unmounting what a previous process left: %w", err)
+	}
+	return vol, nil
+}
+
+func (d *Driver) recover(ctx context.Context, volatileAtDeath map[string]bool) error {
+	for _, r := range d.store.List() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		switch {
+		case r.State == store.Applying:
+			d.discard(r.ID, "ApplyDiff was interrupted")
+		case volatileAtDeath[r.ID]:
+			d.discard(r.ID, "it was mounted volatile when its process died")
+		default:
+			if why := d.volatileLost(r.ID); why != "" {
+				d.discard(r.ID, why)
+			}
+		}
+	}
+	removed, err := d.store.Sweep(ctx, filepath.Join(d.root, layersDir), nil, d.removeLayerData)
+	for _, id := range removed {
+		d.repaired = append(d.repaired, "swept unrecorded layer data "+id)
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := d.sweepLinks(); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(d.root)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), checkPrefix) {
+			if err := os.RemoveAll(filepath.Join(d.root, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// volatileLost says why a layer once mounted volatile must be discarded,
+// or "". Its data is intact as long as the kernel that cached it is still
+// running (same boot ID); after a reboot nothing says it reached the
+// disk. The kernel's own marker (work/work/incompat/volatile) makes the
+// next mount fail until it is removed, which is done here for the layers
+// that are kept.
+func (d *Driver) volatileLost(id string) string {
+	b, err := os.ReadFile(filepath.Join(d.layerDir(id), volatileFile))
+	if err != nil {
+		return ""
+	}
+	if strings.TrimSpace(string(b)) != d.bootID {
+		return "it was mounted volatile before a reboot, so its data may be lost"
+	}
+	os.RemoveAll(filepath.Join(d.workDir(id), "work", "incompat"))
+	return ""
+}
+
+// discard removes a layer found broken at New; a layer with children is
+// kept (they depend on it) and the reason is shown in Status.
+func (d *Driver) discard(id, why string) {
+	if err := d.store.Delete(id); err != nil {
+		d.repaired = append(d.repaired, fmt.Sprintf("kept %s although %s: %v", id, why, err))
+		return
+	}
+	if err := d.removeLayerData(id); err != nil {
+		d.repaired = append(d.repaired, fmt.Sprintf("discarded %s (%s), data removal failed: %v", id, why, err))
+		return
+	}
+	d.repaired = append(d.repaired, fmt.Sprintf("discarded %s: %s", id, why))
+}
+
+func bootID() string {
+	b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// Name implements driver.Driver.
+func (d *Driver) Name() string { return Name }
+
+func (d *Driver) check(op, id string) error {
+	if d.closed.Load() {
+		return driver.Wrap(op, id, driver.ErrClosed)
+	}
+	return driver.Wrap(op, id, driver.ValidateID(id))
+}
+
+// ready returns id's record if the layer exists and is complete.
+func (d *Driver) ready(id string) (store.Record, error) {
+	r, ok := d.store.Get(id)
+	if !ok || r.State != store.Ready {
+		return store.Record{}, driver.ErrLayerNotFound
+	}
+	return r, nil
+}
+
+// Create implements driver.Driver.
+func (d *Driver) Create(ctx context.Context, id, parent string, opts *driver.CreateOpts) error {
+	if err := d.check("create", id); err != nil {
+		return err
+	}
+	if parent != "" {
+		if err := driver.ValidateID(parent); err != nil {
+			return driver.Wrap("create", id, fmt.Errorf("parent: %w", err))
+		}
+	}
+	if opts == nil {
+		opts = &driver.CreateOpts{}
+	}
+	if opts.SizeLimit != 0 {
+		_, err := d.QuotaScope()
+		return driver.Wrap("create", id, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return driver.Wrap("create", id, err)
+	}
+	unlock := d.locks.Lock(id)
+	defer unlock()
+	release, err := d.store.Reserve(id, parent)
+	if err != nil {
+		return driver.Wrap("create", id, err)
+	}
+	defer release()
+	var lowers []string
+	if parent != "" {
+		chain, err := d.store.Chain(parent)
+		if err != nil {
+			return driver.Wrap("create", id, err)
+		}
+		if len(chain) >= maxLowers {
+			return driver.Errorf("create", id, "%w: parent chain of %d layers; overlay stacks at most %d lower layers",
+				driver.ErrNotSupported, len(chain), maxLowers)
+		}
+		if lowers, err = d.links(chain); err != nil {
+			return driver.Wrap("create", id, err)
+		}
+	}
+	short, err := newShortName()
+	if err != nil {
+		return driver.Wrap("create", id, err)
+	}
+	if err := d.buildLayerDir(id, short, lowers); err != nil {
+		d.removeLayerData(id)
+		return driver.Wrap("create", id, err)
+	}
+	rec := store.Record{
+		ID: id, Parent: parent, Writable: opts.Writable, State: store.Ready, Created: time.Now().UTC(),
+		Labels: opts.Labels, Extra: map[string]string{extraLink: short, extraSized: "true"},
+	}
+	if err := d.store.Put(rec); err != nil {
+		d.removeLayerData(id)
+		return driver.Wrap("create", id, err)
+	}
+	return nil
+}
+
+// links maps layer IDs to their short link paths.
+func (d *Driver) links(ids []string) ([]string, error) {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		r, ok := d.store.Get(id)
+		if !ok || r.Extra[extraLink] == "" {
+			return nil, fmt.Errorf("layer %s: no short link on record: %w", id, driver.ErrLayerNotFound)
+		}
+		out[i] = linkPath(r.Extra[extraLink])
+	}
+	return out, nil
+}
+
+// Remove implements driver.Driver.
+func (d *Driver) Remove(ctx context.Context, id string) error {
+	if err := d.check("remove", id); err != nil {
+		return err
+	}
+	unlock := d.locks.Lock(id)
+	defer unlock()
+	if _, ok := d.store.Get(id); !ok {
+		return driver.Wrap("remove", id, driver.ErrLayerNotFound)
+	}
+	if n := d.refs.Count(id); n > 0 {
+		return driver.Errorf("remove", id, "%w: mounted (%d Gets without Put)", driver.ErrLayerInUse, n)
+	}
+	if err := d.store.Delete(id); err != nil {
+		return driver.Wrap("remove", id, err)
+	}
+	d.copyups.forget(id)
+	return driver.Wrap("remove", id, d.removeLayerData(id))
+}
+
+// Exists implements driver.Driver.
+func (d *Driver) Exists(id string) bool {
+	return !d.closed.Load() && d.store.Exists(id)
+}
+
+// Get implements driver.Driver. A layer is mounted read-write (its diff/
+// as the upper dir) unless opts.ReadOnly; a second Get shares the mount.
+func (d *Driver) Get(ctx context.Context, id string, opts *driver.MountOpts) (string, error) {
+	if err := d.check("get", id); err != nil {
+		return "", err
+	}
+	if opts == nil {
+		opts = &driver.MountOpts{}
+	}
+	unlock := d.locks.Lock(id)
+	defer unlock()
+	rec, err := d.ready(id)
+	if err != nil {
+		return "", driver.Wrap("get", id, err)
+	}
+	target := d.mergedDir(id)
+	if d.refs.Count(id) > 0 {
+		d.mu.Lock()
+		st := d.mounts[id]
+		d.mu.Unlock()
+		if st.readOnly && !opts.ReadOnly {
+			return "", driver.Errorf("get", id, "%w: mounted read-only by an earlier Get", driver.ErrLayerInUse)
+		}
+		d.refs.Increment(id)
+		return target, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return "", driver.Wrap("get", id, err)
+	}
+	chain, err := d.store.Chain(id)
+	if err != nil {
+		return "", driver.Wrap("get", id, err)
+	}
+	links, err := d.links(chain)
+	if err != nil {
+		return "", driver.Wrap("get", id, err)
+	}
+	s := mountSpec{target: target, label: opts.MountLabel}
+	if opts.ReadOnly {
+		s.lowers = links
+		if len(s.lowers) == 1 {
+			// Overlay needs two lower layers when it has no upper one.
+			s.lowers = append(s.lowers, emptyDir)
+		}
+	} else {
+		s.upper = id
+		s.lowers = links[1:]
+		if len(s.lowers) == 0 {
+			s.lowers = []string{emptyDir}
+		}
+		s.volatile = opts.Volatile
+	}
+	if s.volatile {
+		if !d.host.volatile {
+			return "", driver.Errorf("get", id, "%w: the kernel refused the overlay volatile option (needs Linux 5.10+)", driver.ErrNotSupported)
+		}
+		// Mark before mounting: whatever happens next, a layer that may
+		// hold unsynced data is known as such.
+		if err := fsutil.WriteFileAtomic(filepath.Join(d.layerDir(id), volatileFile), []byte(d.bootID+"\n"), 0o600); err != nil {
+			return "", driver.Wrap("get", id, err)
+		}
+	}
+	if !opts.ReadOnly && rec.Extra[extraSized] != "" {
+		// Writes through the mount make the recorded size stale.
+		if err := d.store.Update(id, func(r *store.Record) { delete(r.Extra, extraSized) }); err != nil {
+			return "", driver.Wrap("get", id, err)
+		}
+	}
+	how, err := d.mountOverlay(s)
+	if err != nil {
+		return "", driver.Wrap("get", id, err)
+	}
+	d.mu.Lock()
+	d.mounts[id] = mountState{readOnly: opts.ReadOnly, volatile: s.volatile, how: how}
+	d.mu.Unlock()
+	d.refs.Increment(id)
+	return target, nil
+}
+
+// Put implements driver.Driver. At the last Put the overlay is unmounted
+// and nothing more: no syncfs (the kernel already syncs the upper
+// filesystem when a non-volatile overlay goes away, and a volatile one
+// asked for no syncs at all).
+func (d *Driver) Put(ctx context.Context, id string) error {
+	if err := d.check("put", id); err != nil {
+		return err
+	}
+	unlock := d.locks.Lock(id)
+	defer unlock()
+	switch n := d.refs.Decrement(id); {
+	case n < 0:
+		return driver.Errorf("put", id, "not mounted (Put without Get)")
+	case n > 0:
+		return nil
+	}
+	if err := d.unmount(id); err != nil {
+		d.refs.Increment(id)
+		return driver.Wrap("put", id, err)
+	}
+	return nil
+}
+
+func (d *Driver) unmount(id string) error {
+	if err := mount.Unmount(d.mergedDir(id), 0); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	st := d.mounts[id]
+	delete(d.mounts, id)
+	d.mu.Unlock()
+	if st.volatile {
+		// The kernel refuses to mount a work dir holding its volatile
+		// marker again. The data is still in this kernel's cache, which is
+		// what layers/<id>/volatile (the boot ID) keeps track of.
+		if err := os.RemoveAll(filepath.Join(d.workDir(id), "work", "incompat")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// view and parentOf serve the naive diff.
+func (d *Driver) view(ctx context.Context, id string) (string, func(), error) {
+	if id == "" {
+		return "", func() {}, nil
+	}
+	p, err := d.Get(ctx, id, &driver.MountOpts{ReadOnly: true})
+	if err != nil {
+		return "", nil, err
+	}
+	return p, func() { d.Put(context.WithoutCancel(ctx), id) }, nil
+}
+
+func (d *Driver) parentOf(id string) (string, error) {
+	r, err := d.ready(id)
+	if err != nil {
+		return "", err
+	}
+	return r.Parent, nil
+}
+
+// Diff implements driver.Driver.
+func (d *Driver) Diff(ctx context.Context, id string) (io.ReadCloser, error) {
+	if err := d.check("diff", id); err != nil {
+		return nil, err
+	}
+	if _, err := d.ready(id); err != nil {
+		return nil, driver.Wrap("diff", id, err)
+	}
+	if !d.host.nativeDiff {
+		return d.naive.Diff(ctx, id)
+	}
+	// The read lock keeps Remove and ApplyDiff away until the stream is
+	// closed.
+	unlock := d.locks.RLock(id)
+	if _, err := d.ready(id); err != nil {
+		unlock()
+		return nil, driver.Wrap("diff", id, err)
+	}
+	dir := d.diffDir(id)
+	return driver.Stream(ctx, "diff", id, unlock, func(w io.Writer) error {
+		return archive.WriteDir(ctx, w, dir, archive.DiffOptions{Whiteouts: archive.OverlayWhiteouts})
+	}), nil
+}
+
+// Changes implements driver.Driver.
+func (d *Driver) Changes(ctx context.Context, id string) ([]driver.Change, error) {
+	if err := d.check("changes", id); err != nil {
+		return nil, err
+	}
+	if !d.host.nativeDiff {
+		return d.naive.Changes(ctx, id)
+	}
+	unlock := d.locks.RLock(id)
+	defer unlock()
+	r, err := d.ready(id)
+	if err != nil {
+		return nil, driver.Wrap("changes", id, err)
+	}
+	ch, err := d.nativeChanges(ctx, r)
+	return ch, driver.Wrap("changes", id, err)
+}
+
+// ApplyDiff implements driver.Driver. Into an empty layer the tar is
+// unpacked in a staging directory that replaces diff/ only when complete,
+// so a bad tar leaves the layer as it was.
+func (d *Driver) ApplyDiff(ctx context.Context, id string, r io.Reader) (int64, error) {
+	if err := d.check("apply", id); err != nil {
+		return 0, err
+	}
+	unlock := d.locks.Lock(id)
+	defer unlock()
+	if _, err := d.ready(id); err != nil {
+		return 0, driver.Wrap("apply", id, err)
+	}
+	if d.refs.Count(id) > 0 {
+		return 0, driver.Errorf("apply", id, "%w: mounted", driver.ErrLayerInUse)
+	}
+	if c := d.store.Children(id); len(c) > 0 {
+		return 0, driver.Errorf("apply", id, "%w: %s", driver.ErrHasChildren, strings.Join(c, ", "))
+	}
+	if err := d.store.Update(id, func(r *store.Record) { r.State = store.Applying }); err != nil {
+		return 0, driver.Wrap("apply", id, err)
+	}
+	n, err := d.apply(ctx, id, r)
+	if err != nil {
+		// Back to Ready: the staging dir is gone, diff/ is untouched.
+		if uerr := d.store.Update(id, func(r *store.Record) { r.State = store.Ready }); uerr != nil {
+			err = errors.Join(err, uerr)
+		}
+		return 0, driver.Wrap("apply", id, err)
+	}
+	err = d.store.Update(id, func(r *store.Record) {
+		r.State = store.Ready
+		sized := r.Extra[extraSized] != ""
+		if sized {
+			r.Size += n
+		}
+	})
+	d.copyups.forget(id)
+	return n, driver.Wrap("apply", id, err)
+}
+
+func (d *Driver) apply(ctx context.Context, id string, r io.Reader) (int64, error) {
+	diff := d.diffDir(id)
+	opts := archive.ApplyOptions{Whiteouts: archive.OverlayWhiteouts}
+	empty, err := isEmptyDir(diff)
+	if err != nil {
+		return 0, err
+	}
+	target := diff
+	if empty {
+		target = filepath.Join(d.layerDir(id), "diff.apply")
+		if err := os.RemoveAll(target); err != nil {
+			return 0, err
+		}
+		if err := os.Mkdir(target, 0o755); err != nil {
+			return 0, err
+		}
+	}
+	n, err := archive.Apply(ctx, target, r, opts)
+	if err == nil && empty {
+		// rename(2) replaces an empty directory atomically.
+		err = os.Rename(target, diff)
+	}
+	if err != nil {
+		if empty {
+			os.RemoveAll(target)
+		}
+		return 0, err
+	}
+	// One syncfs makes the whole unpacked tree durable before the record
+	// says Ready.
+	if err := fsutil.Syncfs(diff); err != nil {
+		return 0, err
+	}
+	return n, fsutil.SyncDir(d.layerDir(id))
+}
+
+func isEmptyDir(dir string) (bool, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	if errors.Is(err, io.EOF) {
+		return true, nil
+	}
+	return len(names) == 0, err
+}
+
+// DiffSize implements driver.Driver: the recorded size for a layer filled
+// only by ApplyDiff, otherwise the size of its own diff/ (never the
+// layers below).
+func (d *Driver) DiffSize(ctx context.Context, id string) (int64, error) {
+	if err := d.check("diffsize", id); err != nil {
+		return 0, err
+	}
+	r, err := d.ready(id)
+	if err != nil {
+		return 0, driver.Wrap("diffsize", id, err)
+	}
+	if r.Extra[extraSized] != "" {
+		return r.Size, nil
+	}
+	n, err := dirSize(ctx, d.diffDir(id))
+	return n, driver.Wrap("diffsize", id, err)
+}
+
+// Layers implements driver.Lister.
+func (d *Driver) Layers(ctx context.Context) ([]driver.LayerInfo, error) {
+	if d.closed.Load() {
+		return nil, driver.Wrap("layers", "", driver.ErrClosed)
+	}
+	var out []driver.LayerInfo
+	for _, r := range d.store.List() {
+		if r.State == store.Ready {
+			out = append(out, r.Info())
+		}
+	}
+	return out, nil
+}
+
+// QuotaScope implements driver.Quota. Enforcing a layer's size needs xfs
+// project quotas on the backing filesystem, which this backend does not
+// set up; it says so rather than ignore a limit.
+func (d *Driver) QuotaScope() (driver.QuotaScope, error) {
+	return 0, fmt.Errorf("%w: overlay2 size limits need project quota (xfs mounted with prjquota); backing filesystem here is %s and overlay2 does not manage project quotas",
+		driver.ErrNotSupported, d.host.backingFS)
+}
+
+// QuotaUsage implements driver.Quota.
+func (d *Driver) QuotaUsage(ctx context.Context, id string) (driver.QuotaUsage, error) {
+	_, err := d.QuotaScope()
+	return driver.QuotaUsage{}, driver.Wrap("quota", id, err)
+}
+
+// Status implements driver.Driver.
+func (d *Driver) Status(ctx context.Context) driver.Status {
+	recs := d.store.List()
+	parent := map[string]string{}
+	n := 0
+	for _, r := range recs {
+		parent[r.ID] = r.Parent
+		if r.State == store.Ready {
+			n++
+		}
+	}
+	depth := maxDepth(parent)
+	d.mu.Lock()
+	active := len(d.mounts)
+	hows := map[string]int{}
+	for _, m := range d.mounts {
+		hows[m.how]++
+	}
+	repaired := strings.Join(d.repaired, "; ")
+	d.mu.Unlock()
+	api := "mount(2) within one page, then relative paths"
+	if d.host.fsconfig {
+		api = "mount(2) within one page, fsconfig lowerdir+ beyond"
+	}
+	if d.opts.MountAPI == MountAPILegacy {
+		api = "mount(2) only (mountapi=legacy)"
+	} else if d.opts.MountAPI == MountAPIFsconfig {
+		api = "fsconfig lowerdir+ only (mountapi=fsconfig)"
+	}
+	if !d.host.fsconfig {
+		api += " (no lowerdir+: " + d.host.fsconfigReason + ")"
+	}
+	info := []driver.KV{
+		{Key: "Backing Filesystem", Value: d.host.backingFS},
+		{Key: "Supports d_type", Value: strconv.FormatBool(d.host.dType)},
+		{Key: "Native Overlay Diff", Value: strconv.FormatBool(d.host.nativeDiff)},
+		{Key: "Native Diff Reason", Value: d.host.nativeDiffReason},
+		{Key: "Mount API", Value: api},
+		{Key: "Mount Options", Value: strings.Join(append(append([]string{}, d.host.safeOpts...), d.opts.MountOpts...), ",")},
+		{Key: "Supports volatile", Value: strconv.FormatBool(d.host.volatile)},
+		{Key: "Layers", Value: strconv.Itoa(n)},
+		{Key: "Max Chain Depth", Value: strconv.Itoa(depth)},
+		{Key: "Chain Depth Limit", Value: strconv.Itoa(maxLowers)},
+		{Key: "Active Mounts", Value: strconv.Itoa(active)},
+	}
+	if repaired != "" {
+		info = append(info, driver.KV{Key: "Repaired On Open", Value: repaired})
+	}
+	return driver.Status{Driver: Name, Root: d.root, BackingFS: d.host.backingFS, Layers: n, NativeDiff: d.host.nativeDiff, Info: info}
+}
+
+// maxDepth is the longest parent chain, in layers.
+func maxDepth(parent map[string]string) int {
+	memo := map[string]int{}
+	var depth func(id string, guard int) int
+	depth = func(id string, guard int) int {
+		if v, ok := memo[id]; ok {
+			return v
+		}
+		p, ok := parent[id]
+		if !ok || guard > len(parent) {
+			return 0
+		}
+		v := 1
+		if p != "" {
+			v += depth(p, guard+1)
+		}
+		memo[id] = v
+		return v
+	}
+	best := 0
+	for id := range parent {
+		best = max(best, depth(id, 0))
+	}
+	return best
+}
+
+// Close implements driver.Driver: it unmounts what is still mounted.
+func (d *Driver) Close() error {
+	if !d.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	var errs []error
+	for _, id := range d.refs.Active() {
+		unlock := d.locks.Lock(id)
+		for d.refs.Decrement(id) > 0 {
+		}
+		if err := d.unmount(id); err != nil {
+			errs = append(errs, driver.Wrap("close", id, err))
+		}
+		unlock()
+	}
+	return errors.Join(errs...)
+}
