@@ -164,4 +164,3 @@ func (m *mountTable) unbind(id string) error {
 	}
 	return nil
 }
-
