@@ -115,7 +115,9 @@ func (a *applier) opaque(dir string) error {
 		return dirErr(dir, err)
 	}
 	defer unix.Close(fd)
-	if err := unix.Lsetxattr(procPath(fd, ""), x, []byte("y"), 0); err != nil {
+	// Setxattr, not Lsetxattr: the /proc/self/fd link must be followed to
+	// the directory (lsetxattr on the magic link itself fails with ENOTSUP).
+	if err := unix.Setxattr(procPath(fd, ""), x, []byte("y"), 0); err != nil {
 		return fmt.Errorf("set %s: %w", x, err)
 	}
 	return nil
