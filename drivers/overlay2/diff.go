@@ -177,8 +177,9 @@ func (d *Driver) nativeChanges(ctx context.Context, r store.Record) ([]driver.Ch
 		switch {
 		case !below:
 			out = append(out, driver.Change{Path: rel, Kind: archive.ChangeAdd})
-		case isDir(&st) && isDir(lst) && sameDirMeta(p, &st, lp, lst):
-			// A directory copied up only to hold a changed child.
+		case sameMeta(p, &st, lp, lst):
+			// Copied up without a change a layer tar would carry (a
+			// directory copied up only to hold a changed child).
 		default:
 			out = append(out, driver.Change{Path: rel, Kind: archive.ChangeModify})
 		}
@@ -201,14 +202,26 @@ func (d *Driver) nativeChanges(ctx context.Context, r store.Record) ([]driver.Ch
 	if err != nil {
 		return nil, err
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	sort.SliceStable(out, func(i, j int) bool { return comparePaths(out[i].Path, out[j].Path) < 0 })
 	return out, nil
 }
 
-// sameDirMeta compares what a directory entry in a layer tar carries.
-func sameDirMeta(a string, sa *unix.Stat_t, b string, sb *unix.Stat_t) bool {
-	if sa.Mode != sb.Mode || sa.Uid != sb.Uid || sa.Gid != sb.Gid || sa.Mtim != sb.Mtim {
+// sameMeta applies the naive diff's rule (archive.Changes), so that both
+// report the same changes: type, permissions, owner, device, link target
+// and xattrs always count; size and mtime count for non-directories.
+func sameMeta(a string, sa *unix.Stat_t, b string, sb *unix.Stat_t) bool {
+	if sa.Mode != sb.Mode || sa.Uid != sb.Uid || sa.Gid != sb.Gid || sa.Rdev != sb.Rdev {
 		return false
+	}
+	if !isDir(sa) && (sa.Size != sb.Size || sa.Mtim != sb.Mtim) {
+		return false
+	}
+	if sa.Mode&unix.S_IFMT == unix.S_IFLNK {
+		la, _ := os.Readlink(a)
+		lb, _ := os.Readlink(b)
+		if la != lb {
+			return false
+		}
 	}
 	return bytes.Equal(xattrDigest(a), xattrDigest(b))
 }
@@ -277,4 +290,48 @@ func dirSize(ctx context.Context, dir string) (int64, error) {
 		return nil
 	})
 	return n, err
+}
+
+// comparePaths orders paths component by component, so a directory comes
+// right before its contents (the order archive.Changes uses).
+func comparePaths(a, b string) int {
+	as := strings.Split(strings.Trim(a, "/"), "/")
+	bs := strings.Split(strings.Trim(b, "/"), "/")
+	for i := 0; i < len(as) && i < len(bs); i++ {
+		if c := strings.Compare(as[i], bs[i]); c != 0 {
+			return c
+		}
+	}
+	return len(as) - len(bs)
+}
+
+// pruneWhiteouts removes whiteouts that sit in a directory the parent's
+// view does not have as a directory (a tar's "x/.wh.y" where x is a file
+// or symlink below, or absent). They hide nothing, and overlayfs lists a
+// whiteout of a directory that exists in one layer only as a name that
+// cannot be looked up.
+func (d *Driver) pruneWhiteouts(ctx context.Context, id, dir string) error {
+	// The record is in state Applying here, so not d.ready.
+	r, _ := d.store.Get(id)
+	ls, err := d.lowersOf(r)
+	if err != nil {
+		return err
+	}
+	return filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if e.Type()&fs.ModeCharDevice == 0 || e.Type()&fs.ModeDevice == 0 {
+			return ctx.Err()
+		}
+		var st unix.Stat_t
+		if unix.Lstat(p, &st) != nil || !isWhiteout(&st) {
+			return nil
+		}
+		rel := filepath.Dir(p[len(dir):])
+		if len(ls.layersOf(rel)) > 0 {
+			return nil
+		}
+		return os.Remove(p)
+	})
 }

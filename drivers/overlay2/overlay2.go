@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/stratafs/strata/archive"
 	"github.com/stratafs/strata/driver"
 	"github.com/stratafs/strata/internal/fsutil"
@@ -565,9 +567,15 @@ func (d *Driver) apply(ctx context.Context, id string, r io.Reader) (int64, erro
 		}
 	}
 	n, err := archive.Apply(ctx, target, r, opts)
+	if err == nil {
+		err = d.pruneWhiteouts(ctx, id, target)
+	}
 	if err == nil && empty {
-		// rename(2) replaces an empty directory atomically.
-		err = os.Rename(target, diff)
+		// rename(2) replaces an empty directory atomically (os.Rename
+		// refuses to replace any directory).
+		if rerr := unix.Rename(target, diff); rerr != nil {
+			err = &os.LinkError{Op: "rename", Old: target, New: diff, Err: rerr}
+		}
 	}
 	if err != nil {
 		if empty {
