@@ -137,7 +137,8 @@ func kitchenSink(t testing.TB, caps Caps) []byte {
 		tFile("xattrs/file", "xattrs\n", 0o644).xattr("user.one", "1").xattr("user.binary", "\x00\x01\xff"),
 		tFile("xattrs/cap", "capable\n", 0o755).xattr("security.capability", "\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"),
 		tFile("odd name with spaces & ünïcode", "names\n", 0o644),
-		tDir("deep/a/b/c/d/e/f", 0o755),
+		tDir("deep", 0o755), tDir("deep/a", 0o755), tDir("deep/a/b", 0o755), tDir("deep/a/b/c", 0o711),
+		tDir("deep/a/b/c/d", 0o755), tDir("deep/a/b/c/d/e", 0o755), tDir("deep/a/b/c/d/e/f", 0o755),
 		tFile("deep/a/b/c/d/e/f/leaf", "leaf\n", 0o444),
 	}
 	if !caps.NoDevices {
@@ -148,7 +149,6 @@ func kitchenSink(t testing.TB, caps Caps) []byte {
 			tBlock("dev/loop9", 7, 9),
 		)
 	}
-	// Parents of "deep/..." are implied, as in many real layers.
 	return buildTar(t, 0, ents...)
 }
 

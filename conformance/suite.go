@@ -98,6 +98,7 @@ func cases() []testCase {
 	var all []testCase
 	all = append(all, lifecycleCases()...)
 	all = append(all, diffCases()...)
+	all = append(all, faultCases()...)
 	return all
 }
 

@@ -1,0 +1,163 @@
+package conformance
+
+import (
+	"archive/tar"
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stratafs/strata/internal/fstree"
+)
+
+func faultCases() []testCase {
+	return []testCase{
+		{"HostileTars", testHostileTars},
+	}
+}
+
+// hostile is one malicious or broken layer tar. Refused ones must fail
+// ApplyDiff; contained ones (an absolute name, a path through a symlink)
+// are legal in real layers and archive resolves them inside the layer, so
+// they may succeed, but never write outside.
+type hostile struct {
+	name    string
+	tar     []byte
+	refused bool
+	// inside, for a contained tar that succeeded, is a path that must now
+	// exist in the layer's view: where the write really went.
+	inside string
+}
+
+// hostileCorpus aims every escape at out, a directory outside the backend
+// root holding "target" and "victim" files and a "dir" with one file.
+func hostileCorpus(t testing.TB, out string) []hostile {
+	climb := strings.Repeat("../", 48) + strings.TrimPrefix(out, "/")
+	good := kitchenSink(t, Caps{NoDevices: true})
+	var h []hostile
+	add := func(name string, refused bool, inside string, ents ...tarEntry) {
+		h = append(h, hostile{name: name, tar: buildTar(t, 9, ents...), refused: refused, inside: inside})
+	}
+	add("dotdot", true, "", tFile(climb+"/dotdot", "escaped\n", 0o644))
+	add("dotdot-middle", true, "", tDir("a", 0o755), tFile("a/../../"+climb+"/middle", "escaped\n", 0o644))
+	add("dotdot-dir", true, "", tDir(climb+"/newdir", 0o755))
+	add("absolute-name", false, out+"/abs", tFile(out+"/abs", "contained\n", 0o644))
+	add("symlink-abs-dir", false, out+"/viasym",
+		tSymlink("esc", out), tFile("esc/viasym", "through an absolute symlink\n", 0o644))
+	add("symlink-rel-dir", false, "",
+		tSymlink("rel", climb), tFile("rel/viarel", "through a relative symlink\n", 0o644))
+	add("symlink-then-file", false, "",
+		tSymlink("over", out+"/target"), tFile("over", "replaces the link, not its target\n", 0o644))
+	add("symlink-chain", false, "",
+		tSymlink("s1", "s2"), tSymlink("s2", climb), tDir("s1/chained", 0o755), tFile("s1/chained/f", "x\n", 0o644))
+	add("parent-symlink", false, "", tFile("plink/from-child", "through the parent's symlink\n", 0o644))
+	add("hardlink-dotdot", true, "", tHardlink("hl", climb+"/target"))
+	add("hardlink-abs", true, "", tHardlink("hl", out+"/target"))
+	add("hardlink-via-symlink", true, "", tSymlink("hs", out), tHardlink("hl", "hs/target"))
+	add("hardlink-via-parent-symlink", true, "", tHardlink("hl", "plink/target"))
+	add("whiteout-dotdot", true, "", tWhiteout(climb+"/victim"))
+	add("whiteout-via-symlink", false, "", tWhiteout("plink/victim"))
+	add("opaque-via-symlink", false, "", tOpaque("plink/dir"))
+	add("opaque-dotdot", true, "", tOpaque(climb+"/dir"))
+	add("whiteout-root", true, "", tWhiteout(".."))
+	add("file-as-root", true, "", tFile(".", "the root as a file\n", 0o644))
+	add("long-name", true, "", tFile(strings.Repeat("n", 300), "x\n", 0o644))
+	add("long-path", true, "", tFile(strings.Repeat("d/", 3000)+"f", "x\n", 0o644))
+	add("huge-uid", true, "", tFile("uid", "x\n", 0o644).owner(1<<40, 0))
+	// archive/tar will not write a NUL in a PAX path: patch it in after.
+	nul := buildTar(t, 9, tFile("nul-placeholder-"+strings.Repeat("x", 120), "x\n", 0o644))
+	nul = bytes.Replace(nul, []byte("nul-placeholder-"), []byte("nul\x00laceholder-"), 1)
+	h = append(h, hostile{name: "nul-in-name", tar: nul, refused: true})
+
+	// Forged size: the header claims far more content than follows.
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "huge", Mode: 0o644, Size: 1 << 50, Format: tar.FormatPAX})
+	tw.Write(bytes.Repeat([]byte("x"), 4096))
+	h = append(h, hostile{name: "huge-size", tar: buf.Bytes(), refused: true})
+	h = append(h, hostile{name: "truncated", tar: good[:len(good)*2/3], refused: true})
+	// Cut exactly after a whole entry: archive/tar reads this as a clean
+	// end, so only a missing end-of-archive trailer tells it from a whole
+	// layer. A download cut there must not become a published layer.
+	two := buildTar(t, 9, tFile("first", "first\n", 0o644), tFile("second", "second\n", 0o644))
+	one := buildTar(t, 9, tFile("first", "first\n", 0o644))
+	h = append(h, hostile{name: "truncated-at-entry-boundary", tar: two[:len(one)-1024], refused: true})
+	h = append(h, hostile{name: "truncated-in-padding", tar: two[:len(one)-1024-200], refused: true})
+	h = append(h, hostile{name: "garbage", tar: bytes.Repeat([]byte("not a tar, just bytes "), 200), refused: true})
+	return h
+}
+
+func testHostileTars(t *testing.T, e *env) {
+	out := TempRoot(t)
+	for _, f := range []string{"target", "victim", "dir/inner"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(out, f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(out, f), []byte("outside: "+f+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	outBefore, err := fstree.Snapshot(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := buildTar(t, 1, tFile("target", "the layer's own target\n", 0o644), tSymlink("plink", out), tFile("keep", "keep\n", 0o644))
+	e.layer("p", "", p)
+	pWant := reference(t, p)
+	for i, hc := range hostileCorpus(t, out) {
+		id := fmt.Sprintf("h%02d", i)
+		t.Run(hc.name, func(t *testing.T) {
+			e := e.sub(t)
+			e.create(id, "p", nil)
+			_, err := e.d.ApplyDiff(e.ctx, id, bytes.NewReader(hc.tar))
+			switch {
+			case hc.refused && err == nil:
+				t.Errorf("ApplyDiff succeeded; want an error")
+			case err != nil && !hc.refused:
+				t.Logf("contained tar refused (allowed): %v", err)
+			case err != nil:
+				t.Logf("refused: %v", err)
+			}
+			outAfter, serr := fstree.Snapshot(out)
+			if serr != nil {
+				t.Fatal(serr)
+			}
+			sameTreeOpts(t, "directory outside the root after ApplyDiff", outBefore, outAfter, fstree.Options{})
+			e.sameTree("parent after a hostile ApplyDiff on its child", pWant, e.view("p"))
+			if err == nil && hc.inside != "" {
+				v := e.view(id)
+				if v.Entries["/"+strings.TrimPrefix(hc.inside, "/")] == nil {
+					t.Errorf("contained write did not land at %s inside the layer:\n%s", hc.inside, dump(v))
+				}
+			}
+			// Whatever ApplyDiff left, the driver stays usable: the layer
+			// can be read and removed, and its ID reused.
+			if e.d.Exists(id) {
+				e.view(id)
+				if err := e.d.Remove(e.ctx, id); err != nil {
+					t.Errorf("Remove after a hostile ApplyDiff: %v", err)
+				}
+			}
+			if err := e.d.Create(e.ctx, id, "p", nil); err != nil {
+				t.Fatalf("after a failed ApplyDiff the layer neither exists (Exists = false) nor is its ID free: Create = %v", err)
+			}
+			e.apply(id, smallLayer(t, "good", 2))
+			e.sameTree("layer reused after a hostile ApplyDiff", reference(t, p, smallLayer(t, "good", 2)), e.view(id))
+			if err := e.d.Remove(e.ctx, id); err != nil {
+				t.Errorf("Remove: %v", err)
+			}
+		})
+	}
+	e.reopen()
+	e.sameTree("parent after the hostile corpus and a reopen", pWant, e.view("p"))
+	e.noMounts("after the hostile corpus")
+}
+
+// sub is the same env reporting to a subtest.
+func (e *env) sub(t testing.TB) *env {
+	c := *e
+	c.t = t
+	return &c
+}
