@@ -36,8 +36,11 @@ type Options struct {
 	// Namespace prefixes every metric name; "" means "strata".
 	Namespace string
 	// ConstLabels are added to every metric. Two drivers of the same
-	// backend in one registry need distinct ConstLabels (or Namespaces);
-	// drivers of different backends already differ by their driver label.
+	// backend in one registry need distinct ConstLabels values (or
+	// Namespaces); drivers of different backends already differ by their
+	// driver label. Prometheus wants one set of label names per metric
+	// name, so all drivers sharing a registry and a Namespace must use the
+	// same ConstLabels keys.
 	ConstLabels prometheus.Labels
 	// PerLayer adds copy-up gauges per writable layer, labelled with the
 	// layer ID. Off by default: IDs are unbounded, and each one is a
@@ -191,7 +194,7 @@ func Instrument(d driver.Driver, reg prometheus.Registerer, opts Options) (drive
 			if errors.As(err, &are) {
 				return nil, fmt.Errorf("metrics: %s driver already instrumented in this registry; set Options.ConstLabels or Namespace: %w", d.Name(), err)
 			}
-			return nil, fmt.Errorf("metrics: %w", err)
+			return nil, fmt.Errorf("metrics: every driver in one registry needs the same ConstLabels keys: %w", err)
 		}
 	}
 	in.collectors = cs

@@ -24,6 +24,13 @@ func checkLifecycle(t *testing.T, inner driver.Driver) {
 	require.NoError(t, err)
 	t.Cleanup(func() { d.Close() })
 	name := inner.Name()
+	_, l1 := inner.(driver.Lister)
+	_, l2 := d.(driver.Lister)
+	_, c1 := inner.(driver.CopyUpReporter)
+	_, c2 := d.(driver.CopyUpReporter)
+	_, q1 := inner.(driver.Quota)
+	_, q2 := d.(driver.Quota)
+	assert.Equal(t, [3]bool{l1, c1, q1}, [3]bool{l2, c2, q2}, "capabilities kept")
 	op := func(op string) float64 {
 		return value(t, reg, "strata_operation_duration_seconds", map[string]string{"driver": name, "op": op})
 	}
