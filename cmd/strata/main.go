@@ -84,11 +84,12 @@ func main() {
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	e := &env{root: defaultRoot, stdin: stdin, stdout: stdout, stderr: stderr}
 	fs := e.flagSet("strata")
-	fs.Usage = func() { usage(stderr) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			usage(stdout)
 			return 0
 		}
+		fmt.Fprintf(stderr, "strata: %s\n", oneLine(err))
 		return 2
 	}
 	if fs.NArg() == 0 {
@@ -113,6 +114,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	if err := cmd.run(ctx, e, fs.Args()[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stdout, "usage: strata %s %s\n  %s\nglobal flags: --root DIR, --driver NAME, --opt key=value, --json\n", cmd.name, cmd.args, cmd.summary)
 			return 0
 		}
 		fmt.Fprintf(stderr, "strata %s: %s\n", name, oneLine(err))
@@ -139,7 +141,10 @@ func usage(w io.Writer) {
 // accepted both before and after the command name.
 func (e *env) flagSet(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
+	// The flag package prints errors and usage itself; run prints one
+	// line instead, and the usage on -h.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	fs.Func("root", "root directory (default "+defaultRoot+")", func(s string) error {
 		if s == "" {
 			return errors.New("empty root")
