@@ -1,0 +1,166 @@
+//go:build linux && cgo
+
+package btrfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	cbtrfs "github.com/containerd/btrfs/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/stratafs/strata/archive"
+	"github.com/stratafs/strata/driver"
+	"github.com/stratafs/strata/internal/fsutil"
+	"github.com/stratafs/strata/internal/store"
+)
+
+// ApplyDiff unpacks a layer tar onto layer id. It unpacks into a fresh
+// snapshot of the layer (O(1)) and swaps that in only when the whole tar
+// went in and reached the disk, so a bad or hostile tar leaves the layer
+// exactly as it was. The record says Applying during the swap, so a crash
+// there makes New remove the layer rather than leave a half-made one.
+func (d *Driver) ApplyDiff(ctx context.Context, id string, r io.Reader) (int64, error) {
+	if err := d.check("apply", id); err != nil {
+		return 0, err
+	}
+	unlock := d.locks.Lock(id)
+	defer unlock()
+	rec, ok := d.store.Get(id)
+	if !ok || rec.State != store.Ready {
+		return 0, driver.Wrap("apply", id, driver.ErrLayerNotFound)
+	}
+	if d.refs.Count(id) > 0 {
+		return 0, driver.Wrap("apply", id, driver.ErrLayerInUse)
+	}
+	if c := d.store.Children(id); len(c) > 0 {
+		return 0, driver.Errorf("apply", id, "%w: %v", driver.ErrHasChildren, c)
+	}
+	path := d.layerPath(id)
+	stage := filepath.Join(d.staging, id+"."+randomSuffix())
+	if err := cbtrfs.SubvolSnapshot(stage, path, false); err != nil {
+		return 0, driver.Wrap("apply", id, err)
+	}
+	n, err := d.fill(ctx, stage, r, rec)
+	if err != nil {
+		if derr := deleteSubvol(context.WithoutCancel(ctx), stage); derr != nil {
+			err = errors.Join(err, fmt.Errorf("cleanup: %w", derr))
+		}
+		return 0, driver.Wrap("apply", id, err)
+	}
+	oldID, err := cbtrfs.SubvolID(path)
+	if err == nil {
+		rec.State = store.Applying
+		err = d.store.Put(rec)
+	}
+	if err != nil {
+		_ = deleteSubvol(context.WithoutCancel(ctx), stage)
+		return 0, driver.Wrap("apply", id, err)
+	}
+	old := filepath.Join(d.trash, id+"."+randomSuffix())
+	if err := moveSubvol(path, old); err != nil {
+		return 0, driver.Wrap("apply", id, d.unstage(ctx, rec, stage, errors.Join(err, d.restoreFlag(path, rec))))
+	}
+	if err := os.Rename(stage, path); err != nil {
+		if rerr := moveSubvol(old, path); rerr != nil {
+			// Leave it Applying: New removes the layer.
+			return 0, driver.Wrap("apply", id, errors.Join(err, rerr))
+		}
+		return 0, driver.Wrap("apply", id, d.unstage(ctx, rec, stage, errors.Join(err, d.restoreFlag(path, rec))))
+	}
+	// A read-only subvolume cannot be moved, so the flag goes on in place.
+	if !rec.Writable {
+		err = setReadOnly(path, true)
+	}
+	if err == nil {
+		err = fsutil.Syncfs(path)
+	}
+	if err == nil {
+		rec.State = store.Ready
+		rec.Size += n
+		err = d.store.Put(rec)
+	}
+	if err != nil {
+		return 0, driver.Wrap("apply", id, err)
+	}
+	if err := d.discardRenamed(old, oldID); err != nil {
+		return n, driver.Wrap("apply", id, err)
+	}
+	return n, nil
+}
+
+// restoreFlag makes a read-only layer's subvolume read-only again after
+// a failed move cleared the flag.
+func (d *Driver) restoreFlag(path string, rec store.Record) error {
+	if rec.Writable {
+		return nil
+	}
+	return setReadOnly(path, true)
+}
+
+// unstage undoes a failed swap: the record goes back to Ready and the
+// staging snapshot is deleted.
+func (d *Driver) unstage(ctx context.Context, rec store.Record, stage string, cause error) error {
+	rec.State = store.Ready
+	errs := []error{cause, d.store.Put(rec), deleteSubvol(context.WithoutCancel(ctx), stage)}
+	return errors.Join(errs...)
+}
+
+// fill unpacks r into the staging snapshot and makes it durable and, for a
+// read-only layer, read-only.
+func (d *Driver) fill(ctx context.Context, stage string, r io.Reader, rec store.Record) (int64, error) {
+	if rec.SizeLimit > 0 {
+		f, err := openDir(stage)
+		if err != nil {
+			return 0, err
+		}
+		info, err := getSubvolInfo(f)
+		if err == nil {
+			err = qgroupLimit(f, info.TreeID, rec.SizeLimit)
+		}
+		f.Close()
+		if err != nil {
+			return 0, err
+		}
+	}
+	n, err := archive.Apply(ctx, stage, r, archive.ApplyOptions{})
+	if err != nil {
+		return 0, noSpace(err)
+	}
+	if err := fsutil.Syncfs(stage); err != nil {
+		return 0, noSpace(err)
+	}
+	return n, nil
+}
+
+// discardRenamed deletes a subvolume already moved into the trash.
+func (d *Driver) discardRenamed(path string, svid uint64) error {
+	if d.opts.SyncRemove {
+		return d.deleteWithQgroup(context.Background(), path, svid)
+	}
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		if err := d.deleteWithQgroup(context.Background(), path, svid); err != nil {
+			d.bgErrMu.Lock()
+			d.bgErr = err
+			d.bgErrMu.Unlock()
+		}
+	}()
+	return nil
+}
+
+// noSpace adds driver.ErrNoSpace to errors that mean the filesystem or the
+// layer's qgroup limit is full.
+func noSpace(err error) error {
+	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+		if !errors.Is(err, driver.ErrNoSpace) {
+			return fmt.Errorf("%w: %w", driver.ErrNoSpace, err)
+		}
+	}
+	return err
+}
