@@ -59,12 +59,20 @@ type inode struct {
 // scanChanged reads the items of the subvolume at dir that live in tree
 // blocks newer than base and returns the inodes changed after base; with
 // extents, also the bytes of the data extents written after base.
+//
+// It commits the running transaction first (syncfs): btrfs keeps inode
+// updates as delayed items in memory and writes file data lazily, and a
+// tree search sees neither until they reach the tree. A commit with
+// nothing dirty is cheap.
 func scanChanged(ctx context.Context, dir string, base uint64, extents bool) (map[uint64]*inode, error) {
 	f, err := openDir(dir)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	if err := syncFS(f); err != nil {
+		return nil, err
+	}
 	return scanChangedFile(ctx, f, base, extents)
 }
 
