@@ -104,9 +104,16 @@ func (lc *layerCopyUps) scan(ctx context.Context, root, rel string, ls lowers, s
 		return err
 	}
 	dir := filepath.Join(root, rel)
+	// Stat entries relative to the directory: one path component per
+	// call instead of the whole path from /.
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	defer unix.Close(fd)
 	var st unix.Stat_t
-	if err := unix.Lstat(dir, &st); err != nil {
-		return &os.PathError{Op: "lstat", Path: dir, Err: err}
+	if err := unix.Fstat(fd, &st); err != nil {
+		return &os.PathError{Op: "fstat", Path: dir, Err: err}
 	}
 	seen[rel] = true
 	dc := lc.dirs[rel]
@@ -118,7 +125,6 @@ func (lc *layerCopyUps) scan(ctx context.Context, root, rel string, ls lowers, s
 		lc.dirs[rel] = dc
 	}
 	for _, e := range dc.entries {
-		p := filepath.Join(dir, e.name)
 		if e.dir {
 			if err := lc.scan(ctx, root, filepath.Join(rel, e.name), ls, s, seen); err != nil {
 				return err
@@ -126,7 +132,7 @@ func (lc *layerCopyUps) scan(ctx context.Context, root, rel string, ls lowers, s
 			continue
 		}
 		var fst unix.Stat_t
-		if err := unix.Lstat(p, &fst); err != nil {
+		if err := unix.Fstatat(fd, e.name, &fst, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			// Removed since the directory was read: it changed the
 			// directory's times, so the next call sees it gone.
 			continue

@@ -52,8 +52,10 @@ type entry struct {
 	mode       int64
 }
 
-func file(name, body string) entry { return entry{name: name, body: body, typ: tar.TypeReg, mode: 0o644} }
-func dir(name string) entry         { return entry{name: name, typ: tar.TypeDir, mode: 0o755} }
+func file(name, body string) entry {
+	return entry{name: name, body: body, typ: tar.TypeReg, mode: 0o644}
+}
+func dir(name string) entry { return entry{name: name, typ: tar.TypeDir, mode: 0o755} }
 
 // mkTar builds a layer tar; names starting with ".wh." are whiteouts.
 func mkTar(tb testing.TB, ents ...entry) []byte {

@@ -115,7 +115,7 @@ func (d *Driver) unmountLeftovers() (map[string]bool, error) {
 	vol := map[string]bool{}
 	for _, m := range ms {
 		rel, _ := filepath.Rel(filepath.Join(d.root, layersDir), m.Mountpoint)
-		if id, sub, ok := strings.Cut(rel, "/"); ok && sub == "merged" && m.HasOption("volatile") {
+		if id, sub, ok := strings.Cut(rel, "/"); ok && sub == "merged" && volatileMount(m) {
 			vol[id] = true
 		}
 	}
@@ -199,6 +199,12 @@ func (d *Driver) discard(id, why string) {
 		return
 	}
 	d.repaired = append(d.repaired, fmt.Sprintf("discarded %s: %s", id, why))
+}
+
+// volatileMount: kernels before 6.6 list "volatile", later ones
+// "fsync=volatile".
+func volatileMount(m mount.Info) bool {
+	return m.HasOption("volatile") || m.HasOption("fsync=volatile")
 }
 
 func bootID() string {
