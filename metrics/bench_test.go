@@ -1,0 +1,127 @@
+package metrics_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/stratafs/strata/driver"
+	"github.com/stratafs/strata/metrics"
+)
+
+// The decorator's cost, measured against the same driver instance called
+// directly. Sub-benchmarks are named wrap=bare and wrap=instrumented so
+// that one run compares them side by side:
+//
+//	go test -run '^$' -bench . -count 10 ./metrics > bench.txt
+//	benchstat -col /wrap bench.txt
+
+// benchDrivers are the drivers to measure: the in-memory fake shows the
+// decorator's absolute cost in nanoseconds, the real backends its share
+// of real work.
+func benchDrivers(b *testing.B) []func() (string, driver.Driver) {
+	list := []func() (string, driver.Driver){
+		func() (string, driver.Driver) { return "fake", newFake() },
+	}
+	for _, be := range backends() {
+		list = append(list, func() (string, driver.Driver) {
+			d, err := be.open(context.Background(), testRoot(b))
+			if err != nil {
+				b.Logf("%s skipped: %v", be.name, err)
+				return be.name, nil
+			}
+			return be.name, d
+		})
+	}
+	return list
+}
+
+// pair returns the driver itself and the same driver instrumented.
+func pair(b *testing.B, d driver.Driver) map[string]driver.Driver {
+	w, err := metrics.Instrument(d, prometheus.NewRegistry(), metrics.Options{})
+	require.NoError(b, err)
+	b.Cleanup(func() { w.Close() })
+	return map[string]driver.Driver{"bare": d, "instrumented": w}
+}
+
+var wraps = []string{"bare", "instrumented"}
+
+// BenchmarkGetPut: "mount" is a Get/Put pair on an unmounted layer (the
+// backend mounts and unmounts, if it mounts at all); "refcount" is a pair
+// on a layer that another Get keeps mounted, the cheapest path there is.
+func BenchmarkGetPut(b *testing.B) {
+	ctx := context.Background()
+	for _, open := range benchDrivers(b) {
+		name, d := open()
+		if d == nil {
+			continue
+		}
+		require.NoError(b, d.Create(ctx, "img", "", nil))
+		require.NoError(b, d.Create(ctx, "ctr", "img", &driver.CreateOpts{Writable: true}))
+		require.NoError(b, d.Create(ctx, "held", "img", &driver.CreateOpts{Writable: true}))
+		_, err := d.Get(ctx, "held", nil)
+		require.NoError(b, err)
+		ds := pair(b, d)
+		for _, c := range []struct{ path, id string }{{"mount", "ctr"}, {"refcount", "held"}} {
+			for _, wrap := range wraps {
+				dd := ds[wrap]
+				b.Run(fmt.Sprintf("driver=%s/path=%s/wrap=%s", name, c.path, wrap), func(b *testing.B) {
+					for b.Loop() {
+						if _, err := dd.Get(ctx, c.id, nil); err != nil {
+							b.Fatal(err)
+						}
+						if err := dd.Put(ctx, c.id); err != nil {
+							b.Fatal(err)
+						}
+					}
+				})
+			}
+		}
+		require.NoError(b, d.Put(ctx, "held"))
+	}
+}
+
+// BenchmarkApplyDiff unpacks a 1 MiB layer of 64 files onto a fresh layer
+// per iteration; creating and removing the layer is not timed.
+func BenchmarkApplyDiff(b *testing.B) {
+	ctx := context.Background()
+	var files []tarFile
+	for i := range 64 {
+		files = append(files, tarFile{fmt.Sprintf("d/f%02d", i), make([]byte, 16<<10)})
+	}
+	tarball := layerTar(b, []string{"d"}, files)
+	for _, open := range benchDrivers(b) {
+		name, d := open()
+		if d == nil {
+			continue
+		}
+		ds := pair(b, d)
+		n := 0
+		for _, wrap := range wraps {
+			dd := ds[wrap]
+			b.Run(fmt.Sprintf("driver=%s/wrap=%s", name, wrap), func(b *testing.B) {
+				b.SetBytes(int64(len(tarball)))
+				for b.Loop() {
+					b.StopTimer()
+					n++
+					id := fmt.Sprintf("l%d", n)
+					if err := dd.Create(ctx, id, "", nil); err != nil {
+						b.Fatal(err)
+					}
+					b.StartTimer()
+					if _, err := dd.ApplyDiff(ctx, id, readerOf(tarball)); err != nil {
+						b.Fatal(err)
+					}
+					b.StopTimer()
+					if err := dd.Remove(ctx, id); err != nil {
+						b.Fatal(err)
+					}
+					b.StartTimer()
+				}
+			})
+		}
+	}
+}
