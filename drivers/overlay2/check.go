@@ -147,7 +147,7 @@ func checkHost(ctx context.Context, root string, opts Options, testMount bool) (
 			h.fsconfigReason = "fsopen(overlay) failed"
 		}
 	}
-	h.decideNativeDiff(opts)
+	h.decideNativeDiff(opts, moduleParam)
 	return h, nil
 }
 
@@ -241,7 +241,9 @@ func (h *host) testFsconfig(dir, merged string) error {
 // old name in a lower layer) or metacopy entries (metadata-only copy-ups
 // whose data stays below). Either makes a diff that reads only diff/
 // wrong (moby#38111), so then the naive diff is used.
-func (h *host) decideNativeDiff(opts Options) {
+// param reads an overlay module parameter (moduleParam; tests pass
+// their own).
+func (h *host) decideNativeDiff(opts Options, param func(string) string) {
 	if opts.ForceNaiveDiff {
 		h.nativeDiff, h.nativeDiffReason = false, "naive diff forced by the naivediff option"
 		return
@@ -266,7 +268,7 @@ func (h *host) decideNativeDiff(opts Options) {
 		if has(p.opt) {
 			continue
 		}
-		if v := moduleParam(p.param); v == "Y" || v == "on" {
+		if v := param(p.param); v == "Y" || v == "on" {
 			on = append(on, fmt.Sprintf("%s=%s (module default, and the kernel refused %s)", p.param, v, p.opt))
 		}
 	}
