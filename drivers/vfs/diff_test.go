@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/stratafs/strata/archive"
 	"github.com/stratafs/strata/driver"
+	"github.com/stratafs/strata/internal/fstree"
 	"github.com/stratafs/strata/internal/layergen"
 	"github.com/stratafs/strata/internal/store"
 )
@@ -128,56 +130,83 @@ func TestDiffHoldsLayer(t *testing.T) {
 	must(t, d.Remove(ctx, "l"))
 }
 
-func TestFailedApplyLeavesHalfLayer(t *testing.T) {
+// TestBadTarChangesNothing applies bad tars to a layer fresh from Create
+// (unpacked in place, rebuilt on failure), to one whose path was handed out
+// (unpacked on a staged copy), and to base and child layers of each: every
+// time the layer must be left exactly as it was, still usable.
+func TestBadTarChangesNothing(t *testing.T) {
 	ctx := context.Background()
-	for _, c := range []struct {
-		name    string
-		tarball []byte
-	}{
-		{"truncated", layergen.Tar(layergen.File("a", "whole"), layergen.Entry{Name: "b", Content: []byte("short"), Size: 1 << 20})},
-		{"escape", layergen.Tar(layergen.File("a", "whole"), layergen.File("../../escaped", "x"))},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			root := tempRoot(t)
-			d := openDriver(t, root, Options{})
-			must(t, d.Create(ctx, "x", "", nil))
-			must(t, d.Create(ctx, "y", "", nil))
-			if _, err := d.ApplyDiff(ctx, "x", bytes.NewReader(c.tarball)); err == nil {
-				t.Fatal("ApplyDiff of a bad tar succeeded")
-			}
-			if _, err := os.Lstat(filepath.Join(root, "escaped")); err == nil {
-				t.Fatal("a tar entry escaped the layer")
-			}
-			if d.Exists("x") {
-				t.Error("half-applied layer exists")
-			}
-			if _, err := d.Get(ctx, "x", nil); !errors.Is(err, driver.ErrLayerNotFound) {
-				t.Errorf("Get of half-applied layer = %v", err)
-			}
-			if err := d.Create(ctx, "z", "x", nil); !errors.Is(err, driver.ErrLayerNotFound) {
-				t.Errorf("Create on a half-applied parent = %v", err)
-			}
-			// The next driver on the root removes it and says so.
-			must(t, d.Close())
-			d = openDriver(t, root, Options{})
-			if got := d.Status(ctx).Get("Recovered at open"); got != "removed 1 half-applied layer" {
-				t.Errorf("recovered = %q", got)
-			}
-			if _, err := os.Lstat(d.layerDir("x")); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("half-applied tree left: %v", err)
-			}
-			if !d.Exists("y") {
-				t.Error("whole layer y lost in recovery")
-			}
-		})
+	bad := map[string][]byte{
+		"truncated": layergen.Tar(layergen.File("a", "whole"), layergen.Entry{Name: "b", Content: []byte("short"), Size: 1 << 20}),
+		"escape":    layergen.Tar(layergen.File("etc/hostname", "overwritten"), layergen.Whiteout("usr"), layergen.File("../../escaped", "x")),
+		"garbage":   []byte("not a tar at all, not even close to 512 bytes"),
 	}
-	t.Run("remove", func(t *testing.T) {
-		d := openDriver(t, tempRoot(t), Options{})
-		must(t, d.Create(ctx, "x", "", nil))
-		if _, err := d.ApplyDiff(ctx, "x", strings.NewReader("not a tar at all, not even close to 512 bytes")); err == nil {
-			t.Fatal("ApplyDiff of garbage succeeded")
+	root := tempRoot(t)
+	d := openDriver(t, root, Options{})
+	filledBase(t, d)
+	for name, tarball := range bad {
+		for _, parent := range []string{"", "base"} {
+			for _, used := range []bool{false, true} {
+				id := fmt.Sprintf("%s-%v-%v", name, parent != "", used)
+				t.Run(id, func(t *testing.T) {
+					must(t, d.Create(ctx, id, parent, nil))
+					if used {
+						_, err := d.Get(ctx, id, nil)
+						must(t, err)
+						must(t, d.Put(ctx, id))
+					}
+					before := snapshot(t, d.layerDir(id))
+					if _, err := d.ApplyDiff(ctx, id, bytes.NewReader(tarball)); err == nil {
+						t.Fatal("ApplyDiff of a bad tar succeeded")
+					}
+					if _, err := os.Lstat(filepath.Join(root, "escaped")); err == nil {
+						t.Fatal("a tar entry escaped the layer")
+					}
+					if diff := fstree.Diff(before, snapshot(t, d.layerDir(id)), fstree.Options{}); diff != nil {
+						t.Errorf("layer changed by a failed ApplyDiff:\n%s", strings.Join(diff, "\n"))
+					}
+					if !d.Exists(id) {
+						t.Error("layer gone after a failed ApplyDiff")
+					}
+					if ents := listDir(t, filepath.Join(root, stagingDir)); len(ents) != 0 {
+						t.Errorf("staging/ holds %v", ents)
+					}
+					// Still usable: a good tar applies.
+					_, err := d.ApplyDiff(ctx, id, bytes.NewReader(layergen.Tar(layergen.File("good", "yes"))))
+					must(t, err)
+				})
+			}
 		}
-		must(t, d.Remove(ctx, "x"))
-		must(t, d.Create(ctx, "x", "", nil))
-	})
+	}
+	must(t, d.Close())
+	d = openDriver(t, root, Options{})
+	if got := d.Status(ctx).Get("Recovered at open"); got != "nothing to recover" {
+		t.Errorf("reopen after failed applies recovered %q", got)
+	}
+}
+
+// TestApplyOnUsedLayer applies to a layer written through its path: the
+// staged path must give the same result as applying in place would.
+func TestApplyOnUsedLayer(t *testing.T) {
+	ctx := context.Background()
+	d := openDriver(t, tempRoot(t), Options{})
+	filledBase(t, d)
+	tarball := layergen.Tar(layergen.Whiteout("usr/bin/su"), layergen.File("etc/new", "new"), layergen.Opaque("tmp"))
+	must(t, d.Create(ctx, "fresh", "base", nil))
+	must(t, d.Create(ctx, "used", "base", &driver.CreateOpts{Writable: true}))
+	_, err := d.Get(ctx, "used", nil)
+	must(t, err)
+	must(t, d.Put(ctx, "used"))
+	n1, err := d.ApplyDiff(ctx, "fresh", bytes.NewReader(tarball))
+	must(t, err)
+	n2, err := d.ApplyDiff(ctx, "used", bytes.NewReader(tarball))
+	must(t, err)
+	if n1 != n2 || n1 != 3 {
+		t.Errorf("ApplyDiff sizes %d (in place) and %d (staged), want 3", n1, n2)
+	}
+	// Directories the tar changes without naming get the time of the apply.
+	requireSameTreeOpts(t, d.layerDir("fresh"), d.layerDir("used"), fstree.Options{IgnoreRoot: true, IgnoreDirMtimes: true})
+	if _, err := os.Lstat(filepath.Join(d.layerDir("used"), "usr/bin/sudo")); err != nil {
+		t.Errorf("whiteout of one hardlink name removed another: %v", err)
+	}
 }

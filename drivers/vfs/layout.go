@@ -72,7 +72,7 @@ func removeTree(dir string) error {
 //   - staging/ entries are Creates that never published: removed.
 //   - trash/ entries are Removes whose record is already gone: removed.
 //   - records left Applying are layers an ApplyDiff was writing when the
-//     process died (or that failed): half-written, so removed.
+//     process died: half-written, so removed.
 //   - layers/ entries without a record are data of a Create that died
 //     between rename and record, or of a Remove that died between record
 //     and rename: removed.

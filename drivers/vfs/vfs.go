@@ -42,6 +42,7 @@ type Driver struct {
 	locks     driver.Locker
 	refs      driver.RefCounter // Get/Put
 	views     driver.RefCounter // Diff/Changes streams in flight
+	fresh     freshSet
 	naive     driver.NaiveDiff
 	backingFS string
 	reflink   string // probe result for Status
@@ -192,6 +193,7 @@ func (d *Driver) Create(ctx context.Context, id, parent string, opts *driver.Cre
 		d.discard(d.layerDir(id))
 		return driver.Wrap(op, id, err)
 	}
+	d.fresh.add(id)
 	return nil
 }
 
@@ -246,6 +248,7 @@ func (d *Driver) Remove(ctx context.Context, id string) error {
 	if err := d.store.Delete(id); err != nil {
 		return driver.Wrap(op, id, err)
 	}
+	d.fresh.remove(id)
 	// The layer is gone once its record is; a tree that cannot be deleted
 	// now stays in trash/ and the next New deletes it.
 	d.discard(d.layerDir(id))
@@ -268,6 +271,9 @@ func (d *Driver) Get(ctx context.Context, id string, opts *driver.MountOpts) (st
 	if _, err := d.ready(id); err != nil {
 		return "", driver.Wrap(op, id, err)
 	}
+	// Whoever has the path may write: the layer can no longer be rebuilt
+	// from its parent (see ApplyDiff).
+	d.fresh.remove(id)
 	d.refs.Increment(id)
 	return d.layerDir(id), nil
 }
@@ -286,48 +292,6 @@ func (d *Driver) Put(ctx context.Context, id string) error {
 		return driver.Errorf(op, id, "not in use: Put without a matching Get")
 	}
 	return nil
-}
-
-// ApplyDiff unpacks an OCI layer tar onto the layer. vfs layers are whole
-// trees, so whiteouts delete from the copy of the parent right away.
-//
-// The record says Applying while the tar is unpacked. If ApplyDiff fails,
-// the layer stays half-applied: Exists reports false, Get and Diff refuse
-// it, Remove deletes it, and the next New removes it.
-func (d *Driver) ApplyDiff(ctx context.Context, id string, r io.Reader) (int64, error) {
-	const op = "apply"
-	if err := d.check(op, id); err != nil {
-		return 0, err
-	}
-	defer d.locks.Lock(id)()
-	rec, err := d.ready(id)
-	if err != nil {
-		return 0, driver.Wrap(op, id, err)
-	}
-	if c := d.store.Children(id); len(c) > 0 {
-		return 0, driver.Errorf(op, id, "%w: %v", driver.ErrHasChildren, c)
-	}
-	if n := d.refs.Count(id) + d.views.Count(id); n > 0 {
-		return 0, driver.Errorf(op, id, "%w: %d Get or Diff still open", driver.ErrLayerInUse, n)
-	}
-	rec.State = store.Applying
-	if err := d.store.Put(rec); err != nil {
-		return 0, driver.Wrap(op, id, err)
-	}
-	dir := d.layerDir(id)
-	n, err := archive.Apply(ctx, dir, r, archive.ApplyOptions{})
-	if err != nil {
-		return 0, driver.Wrap(op, id, err)
-	}
-	if err := fsutil.Syncfs(dir); err != nil {
-		return 0, driver.Wrap(op, id, err)
-	}
-	rec.State = store.Ready
-	rec.Size += n
-	if err := d.store.Put(rec); err != nil {
-		return 0, driver.Wrap(op, id, err)
-	}
-	return n, nil
 }
 
 // view is the NaiveDiff view of a layer: its directory, counted in views
