@@ -99,6 +99,7 @@ func cases() []testCase {
 	all = append(all, lifecycleCases()...)
 	all = append(all, diffCases()...)
 	all = append(all, faultCases()...)
+	all = append(all, crashCases()...)
 	return all
 }
 
