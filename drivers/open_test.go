@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/stratafs/strata/conformance/fixtures"
 	"github.com/stratafs/strata/driver"
 	"github.com/stratafs/strata/drivers"
 )
@@ -262,5 +265,52 @@ func TestTwoBackendsWithStateFail(t *testing.T) {
 	d = open(t, root, drivers.Options{Driver: "vfs"})
 	if !d.Exists("l-vfs") {
 		t.Error("vfs layer missing")
+	}
+}
+
+func TestBtrfsRoot(t *testing.T) {
+	// On a btrfs root both overlay2 and btrfs can work; overlay2 comes
+	// first, btrfs opens when asked for, and its layers then pin the root.
+	ctx := context.Background()
+	mnt := fixtures.Btrfs(t, fixtures.MinBtrfsSize)
+	root := filepath.Join(mnt, "strata")
+	vs := drivers.Probe(ctx, root)
+	for _, v := range vs {
+		t.Logf("%-8s usable=%-5v chosen=%-5v %s", v.Name, v.Usable, v.Chosen, v.Reason)
+	}
+	b := verdict(t, vs, "btrfs")
+	if !b.Usable {
+		t.Skipf("btrfs unusable on a btrfs root here: %s", b.Reason)
+	}
+	if o := verdict(t, vs, "overlay2"); o.Usable && !o.Chosen {
+		t.Errorf("overlay2 usable but not chosen on a fresh btrfs root")
+	}
+	d, err := drivers.Open(ctx, root, drivers.Options{Driver: "btrfs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Create(ctx, "l1", "", nil); err != nil {
+		d.Close()
+		t.Fatal(err)
+	}
+	d.Close()
+	d = open(t, root, drivers.Options{})
+	if d.Name() != "btrfs" {
+		t.Errorf("reopened with %s, want btrfs (its layers are on disk)", d.Name())
+	}
+}
+
+func TestBtrfsUnusableOffBtrfs(t *testing.T) {
+	root := tempRoot(t)
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Type == unix.BTRFS_SUPER_MAGIC {
+		t.Skip("/var/tmp is on btrfs here")
+	}
+	v := verdict(t, drivers.Probe(context.Background(), root), "btrfs")
+	if v.Usable || v.Chosen || v.Reason == "" {
+		t.Errorf("btrfs on a non-btrfs root: %+v", v)
 	}
 }

@@ -82,8 +82,12 @@ func (e *env) progress(in *countingReader) (stop func()) {
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
+		after, every := e.progressAfter, e.progressEvery
+		if every == 0 {
+			after, every = time.Second, 250*time.Millisecond
+		}
 		start := time.Now()
-		t := time.NewTicker(250 * time.Millisecond)
+		t := time.NewTicker(every)
 		defer t.Stop()
 		shown := false
 		for {
@@ -95,7 +99,7 @@ func (e *env) progress(in *countingReader) (stop func()) {
 				return
 			case now := <-t.C:
 				el := now.Sub(start)
-				if el < time.Second {
+				if el < after {
 					continue // short applies print nothing
 				}
 				n := in.n.Load()

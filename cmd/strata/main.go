@@ -19,6 +19,7 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -63,6 +64,10 @@ type env struct {
 
 	stdin          io.Reader
 	stdout, stderr io.Writer
+
+	// progressAfter and progressEvery time apply's progress line (zero:
+	// after 1s, every 250ms); tests shorten them.
+	progressAfter, progressEvery time.Duration
 }
 
 // usageError is a mistake on the command line: exit status 2.
