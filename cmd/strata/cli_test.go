@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/stratafs/strata/archive"
+	"github.com/stratafs/strata/driver"
 	"github.com/stratafs/strata/drivers"
 	"github.com/stratafs/strata/internal/fstree"
 	"github.com/stratafs/strata/internal/mount"
@@ -374,5 +375,16 @@ func TestDemo(t *testing.T) {
 				t.Errorf("after the demo %d layers remain, want the 4 of the image: %+v", len(ls), ls)
 			}
 		})
+	}
+}
+
+func TestTreeOrder(t *testing.T) {
+	in := []driver.LayerInfo{{ID: "a"}, {ID: "b", Parent: "z"}, {ID: "c", Parent: "a"}, {ID: "x", Parent: "y"}, {ID: "y", Parent: "x"}, {ID: "z"}}
+	var got []string
+	for _, l := range treeOrder(in) {
+		got = append(got, l.ID)
+	}
+	if want := "a c z b x y"; strings.Join(got, " ") != want {
+		t.Errorf("treeOrder = %v, want %s", got, want)
 	}
 }

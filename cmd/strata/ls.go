@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"time"
 
 	"github.com/stratafs/strata/driver"
@@ -66,7 +67,50 @@ func listLayers(ctx context.Context, d driver.Driver) ([]driver.LayerInfo, error
 			layers[i].Size = n
 		}
 	}
-	return layers, nil
+	return treeOrder(layers), nil
+}
+
+// treeOrder puts every layer after its parent (base layers first, then
+// their children depth first, siblings by ID), so that an image reads top
+// to bottom as it was built.
+func treeOrder(layers []driver.LayerInfo) []driver.LayerInfo {
+	byParent := map[string][]driver.LayerInfo{}
+	ids := map[string]bool{}
+	for _, l := range layers {
+		ids[l.ID] = true
+	}
+	for _, l := range layers {
+		p := l.Parent
+		if !ids[p] {
+			p = "" // parent missing from the list: show it as a root
+		}
+		byParent[p] = append(byParent[p], l)
+	}
+	out := make([]driver.LayerInfo, 0, len(layers))
+	var walk func(parent string)
+	walk = func(parent string) {
+		kids := byParent[parent]
+		sort.Slice(kids, func(i, j int) bool { return kids[i].ID < kids[j].ID })
+		for _, k := range kids {
+			out = append(out, k)
+			walk(k.ID)
+		}
+	}
+	walk("")
+	if len(out) < len(layers) {
+		// Only a parent cycle, which the store refuses, could leave
+		// layers unvisited; list them rather than hide them.
+		seen := map[string]bool{}
+		for _, l := range out {
+			seen[l.ID] = true
+		}
+		for _, l := range layers {
+			if !seen[l.ID] {
+				out = append(out, l)
+			}
+		}
+	}
+	return out
 }
 
 func writeJSON(w io.Writer, v any) error {

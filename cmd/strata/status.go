@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 )
 
 type statusJSON struct {
@@ -44,8 +45,13 @@ func cmdStatus(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(tw, "Backing filesystem:\t%s\n", st.BackingFS)
 	fmt.Fprintf(tw, "Layers:\t%d\n", st.Layers)
 	fmt.Fprintf(tw, "Native diff:\t%s\n", yesNo(st.NativeDiff))
+	// Backends may repeat the structured fields in Info; print them once.
+	shown := map[string]bool{"driver": true, "root": true, "backing filesystem": true, "layers": true, "native diff": true}
 	for _, kv := range st.Info {
-		fmt.Fprintf(tw, "%s:\t%s\n", kv.Key, kv.Value)
+		if k := strings.ToLower(kv.Key); !shown[k] {
+			shown[k] = true
+			fmt.Fprintf(tw, "%s:\t%s\n", kv.Key, kv.Value)
+		}
 	}
 	return tw.Flush()
 }
