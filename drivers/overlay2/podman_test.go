@@ -146,7 +146,9 @@ func TestPodmanImageReadsTheSame(t *testing.T) {
 	work := testRoot(t)
 	baseTar := busyboxRootfs(t, work)
 	p := []string{"--root", filepath.Join(work, "storage"), "--runroot", filepath.Join(work, "run"), "--storage-driver", "vfs"}
-	podman := func(args ...string) string { return run(t, work, "podman", append(append([]string{}, p...), args...)...) }
+	podman := func(args ...string) string {
+		return run(t, work, "podman", append(append([]string{}, p...), args...)...)
+	}
 	t.Cleanup(func() { exec.Command("podman", append(p, "image", "unmount", "--all")...).Run() })
 	podman("import", baseTar, "localhost/strata-base:1")
 	os.WriteFile(filepath.Join(work, "added.txt"), []byte("added by COPY\n"), 0o640)
@@ -250,7 +252,9 @@ func TestStrataDiffReadByUmociAndPodman(t *testing.T) {
 	sameTrees(t, "umoci unpack of base + strata Diff vs strata's view", view, filepath.Join(bundle, "rootfs"))
 
 	p := []string{"--root", filepath.Join(work, "storage"), "--runroot", filepath.Join(work, "run"), "--storage-driver", "vfs"}
-	podman := func(args ...string) string { return run(t, work, "podman", append(append([]string{}, p...), args...)...) }
+	podman := func(args ...string) string {
+		return run(t, work, "podman", append(append([]string{}, p...), args...)...)
+	}
 	t.Cleanup(func() { exec.Command("podman", append(p, "image", "unmount", "--all")...).Run() })
 	// pull prints progress, then the image ID on the last line.
 	pulled := strings.Split(podman("pull", "-q", "oci:"+img+":t"), "\n")
