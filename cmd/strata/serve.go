@@ -41,20 +41,23 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 	if _, err := parse(fs, args, 0, ""); err != nil {
 		return err
 	}
-	// Refuse a non-loopback IP before listening on it even briefly; a
-	// host name is checked once it has resolved to the bound address.
-	if host, _, err := net.SplitHostPort(*listen); err != nil {
+	host, _, err := net.SplitHostPort(*listen)
+	if err != nil {
 		return usageError{err.Error()}
-	} else if ip := net.ParseIP(host); *api && (host == "" || ip != nil && !ip.IsLoopback()) {
-		return usagef("--api mounts and removes layers for anyone who can connect: it is only allowed on a loopback address, not %q", *listen)
+	}
+	const apiLoopbackOnly = "--api mounts and removes layers for anyone who can connect: it is only allowed on a loopback address"
+	// A literal address is refused before listening on it even briefly; a
+	// host name is checked on the address it resolved to.
+	if ip := net.ParseIP(host); *api && (host == "" || ip != nil && !ip.IsLoopback()) {
+		return usagef("%s, not %q", apiLoopbackOnly, *listen)
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
-	if *api && !serveLoopback(ln.Addr()) {
-		return usagef("--api mounts and removes layers for anyone who can connect: it is only allowed on a loopback address, not %s", ln.Addr())
+	if ta, ok := ln.Addr().(*net.TCPAddr); *api && !(ok && ta.IP.IsLoopback()) {
+		return usagef("%s, not %s", apiLoopbackOnly, ln.Addr())
 	}
 
 	inner, err := e.open(ctx)
@@ -99,11 +102,6 @@ func cmdServe(ctx context.Context, e *env, args []string) error {
 	closeErr := d.Close()
 	fmt.Fprintf(e.stderr, "strata serve: stopped; released %d mount(s), driver closed\n", released)
 	return errors.Join(serveErr, shutErr, putErr, closeErr)
-}
-
-func serveLoopback(a net.Addr) bool {
-	ta, ok := a.(*net.TCPAddr)
-	return ok && ta.IP.IsLoopback()
 }
 
 // serveState holds the instrumented driver and the mounts made through the API.

@@ -318,3 +318,52 @@ func assertNoMountsUnder(t *testing.T, root string) {
 		}
 	}
 }
+
+// In process, as main runs it: --per-layer adds the id-labelled gauges,
+// and cancelling the context (what SIGTERM does in main) releases the
+// API's mounts and returns 0.
+func TestServeInProcess(t *testing.T) {
+	root := serveTempDir(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	var stderr bytes.Buffer
+	code := make(chan int, 1)
+	go func() {
+		code <- run(ctx, []string{"--root", root, "--driver", "vfs", "serve", "--listen", "127.0.0.1:0", "--api", "--per-layer", "--copyup-ttl", "-1s"}, nil, pw, &stderr)
+		pw.Close()
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	require.NoError(t, err, "stderr: %s", &stderr)
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+	m := regexp.MustCompile(`http://127\.0\.0\.1:\d+`).FindString(line)
+	require.NotEmpty(t, m, line)
+	p := &serveProc{base: m}
+
+	p.do(t, "POST", "/v1/layers/img", nil, http.StatusCreated)
+	p.do(t, "PUT", "/v1/layers/img/tar", serveTar(t, []serveFile{{"etc/a", []byte("abc")}}), http.StatusOK)
+	p.do(t, "POST", "/v1/layers/ctr?parent=img&writable=yes", nil, http.StatusBadRequest)
+	p.do(t, "POST", "/v1/layers/ctr?parent=img&writable=true", nil, http.StatusCreated)
+	p.do(t, "POST", "/v1/layers/ctr/mount", nil, http.StatusOK)
+	p.do(t, "DELETE", "/v1/layers/ctr", nil, http.StatusConflict)
+	p.do(t, "POST", "/v1/layers/bad..id!", nil, http.StatusBadRequest)
+	var ls []struct{ ID string }
+	p.doJSON(t, "GET", "/v1/layers", nil, http.StatusOK, &ls)
+	assert.Len(t, ls, 2)
+
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := parser.TextToMetricFamilies(bytes.NewReader(p.do(t, "GET", "/metrics", nil, http.StatusOK)))
+	require.NoError(t, err)
+	assert.Equal(t, 1.0, serveValue(t, mfs, "strata_layer_copyup_files", "id", "ctr"))
+	assert.Equal(t, 3.0, serveValue(t, mfs, "strata_layer_copyup_bytes", "id", "ctr"))
+	assert.Equal(t, 1.0, serveValue(t, mfs, "strata_active_mounts"))
+
+	cancel()
+	select {
+	case c := <-code:
+		assert.Equal(t, 0, c, "stderr: %s", &stderr)
+	case <-time.After(time.Minute):
+		t.Fatal("serve did not return a minute after its context ended")
+	}
+	assert.Contains(t, stderr.String(), "released 1 mount(s)")
+}
