@@ -131,6 +131,11 @@ func New(ctx context.Context, root string, opts Options) (driver.Driver, error) 
 	if d.quota, err = quotaEnabled(f); err != nil {
 		return nil, fmt.Errorf("btrfs: %w", err)
 	}
+	if d.quota {
+		if err := sweepQgroups(f); err != nil {
+			return nil, fmt.Errorf("btrfs: %w", err)
+		}
+	}
 	if opts.Quota == QuotaAlways && !d.quota {
 		if err := enableQuota(f, false); err != nil {
 			return nil, fmt.Errorf("btrfs: %w", err)

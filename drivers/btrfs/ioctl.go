@@ -19,6 +19,7 @@ import (
 )
 
 const (
+	iocSync          = 0x9408
 	iocSnapDestroy   = 0x5000940f
 	iocTreeSearchV2  = 0xc0709411
 	iocInoLookup     = 0xd0009412
@@ -45,6 +46,7 @@ const (
 	keyInodeRef    = 12
 	keyInodeExtref = 13
 	keyExtentData  = 108
+	keyRootItem    = 132
 	keyRootRef     = 156
 	keyQgroupStat  = 240
 	keyQgroupInfo  = 242

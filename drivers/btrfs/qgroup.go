@@ -155,3 +155,44 @@ func qgroups(f *os.File) (map[uint64]qgroupUsage, error) {
 func syncFS(f *os.File) error {
 	return unix.Syncfs(int(f.Fd()))
 }
+
+// subvolExists reports whether subvolume id has a root item.
+func subvolExists(f *os.File, id uint64) (bool, error) {
+	found := false
+	err := treeSearch(f, searchKey{
+		TreeID:      rootTreeID,
+		MinObjectID: id, MaxObjID: id,
+		MinType: keyRootItem, MaxType: keyRootItem,
+		MaxOffset: ^uint64(0), MaxTransid: ^uint64(0),
+	}, func(it item) error {
+		if it.Type == keyRootItem {
+			found = true
+		}
+		return nil
+	})
+	return found, err
+}
+
+// sweepQgroups destroys level-0 qgroups whose subvolume is gone: kernels
+// before 6.10 keep them forever, and a crash can leave ours behind.
+func sweepQgroups(f *os.File) error {
+	qg, err := qgroups(f)
+	if err != nil {
+		return err
+	}
+	for id := range qg {
+		if id < firstFreeID {
+			continue
+		}
+		ok, err := subvolExists(f, id)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			if err := qgroupDestroy(f, id); err != nil && !errors.Is(err, unix.EBUSY) {
+				return err
+			}
+		}
+	}
+	return nil
+}
