@@ -100,6 +100,7 @@ func cases() []testCase {
 	all = append(all, diffCases()...)
 	all = append(all, faultCases()...)
 	all = append(all, crashCases()...)
+	all = append(all, regressionCases()...)
 	return all
 }
 
