@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/stratafs/strata/driver"
-	)
+)
 
 // The crash cases kill a real process with SIGKILL in the middle of an
 // operation and reopen the root, as a restarted daemon would: the
