@@ -28,6 +28,8 @@ type event struct {
 	Test    string
 	Elapsed float64
 	Output  string
+	// ImportPath names the package of build-output events (Go 1.24+).
+	ImportPath string
 }
 
 type key struct{ pkg, test string }
@@ -64,6 +66,9 @@ func summarize(in io.Reader, out io.Writer) int {
 		}
 		k := key{e.Package, e.Test}
 		switch e.Action {
+		case "build-output":
+			// Compiler errors: show them now, they explain the FAIL.
+			fmt.Fprint(out, e.Output)
 		case "output":
 			if !strings.HasPrefix(e.Output, "=== ") {
 				output[k] = append(output[k], e.Output)
