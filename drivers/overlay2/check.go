@@ -92,15 +92,39 @@ func notSupported(format string, args ...any) error {
 	return fmt.Errorf("overlay2: %w: %s", driver.ErrNotSupported, fmt.Sprintf(format, args...))
 }
 
-// Probe reports whether overlay2 can work on root (created if missing):
-// nil, or an error wrapping driver.ErrNotSupported with the reason. It
-// makes a real test mount under root.
+// Probe reports whether overlay2 can work on root: nil, or an error
+// wrapping driver.ErrNotSupported with the reason. It makes a real test
+// mount under root; directories it had to create for that are removed
+// again, so probing leaves nothing behind.
 func Probe(ctx context.Context, root string) error {
+	root, err := filepath.Abs(root)
+	if err != nil {
+		return fmt.Errorf("overlay2: %w", err)
+	}
+	created := firstMissing(root)
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return fmt.Errorf("overlay2: %w", err)
 	}
-	_, err := checkHost(ctx, root, Options{}, true)
+	if created != "" {
+		defer os.RemoveAll(created)
+	}
+	_, err = checkHost(ctx, root, Options{}, true)
 	return err
+}
+
+// firstMissing returns the topmost directory of p that does not exist
+// yet, or "" if p exists.
+func firstMissing(p string) string {
+	missing := ""
+	for q := p; ; q = filepath.Dir(q) {
+		if _, err := os.Lstat(q); err == nil {
+			return missing
+		}
+		missing = q
+		if q == filepath.Dir(q) {
+			return missing
+		}
+	}
 }
 
 // checkHost runs the checks in a scratch directory under root and removes
@@ -167,6 +191,17 @@ func (h *host) testMounts(dir string, opts Options) error {
 	merged := filepath.Join(dir, "merged")
 	base := fmt.Sprintf("lowerdir=%s:%s,upperdir=%s,workdir=%s", filepath.Join(dir, "l1"), filepath.Join(dir, "l2"),
 		filepath.Join(dir, "upper"), filepath.Join(dir, "work"))
+	// volatile (Linux 5.10+) first: where it works the other test mounts
+	// use it too, so that unmounting them does not sync the filesystem.
+	// The kernel leaves work/work/incompat/volatile behind, which has to
+	// go before the work dir is used again.
+	clearWork := func() { os.RemoveAll(filepath.Join(dir, "work", "work", "incompat")) }
+	if mount.Mount("overlay", merged, "overlay", 0, base+",volatile") == nil {
+		h.volatile = true
+		mount.Unmount(merged, 0)
+		clearWork()
+		base += ",volatile"
+	}
 	extra := append([]string{}, opts.MountOpts...)
 	safe := []string{"index=off", "redirect_dir=off", "metacopy=off"}
 	err := mount.Mount("overlay", merged, "overlay", 0, strings.Join(append([]string{base}, append(safe, extra...)...), ","))
@@ -177,6 +212,7 @@ func (h *host) testMounts(dir string, opts Options) error {
 			if mount.Mount("overlay", merged, "overlay", 0, base+","+o) == nil {
 				safe = append(safe, o)
 				mount.Unmount(merged, 0)
+				clearWork()
 			}
 		}
 		err = mount.Mount("overlay", merged, "overlay", 0, strings.Join(append([]string{base}, append(safe, extra...)...), ","))
@@ -189,20 +225,13 @@ func (h *host) testMounts(dir string, opts Options) error {
 	if uerr := mount.Unmount(merged, 0); uerr != nil {
 		return fmt.Errorf("overlay2: test mount: %w", uerr)
 	}
+	clearWork()
 	if werr != nil {
 		return notSupported("deleting through a test overlay mount failed: %v", werr)
 	}
 	var st unix.Stat_t
 	if err := unix.Lstat(filepath.Join(dir, "upper", "a"), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != 0 {
 		return notSupported("a deletion through overlay did not leave a 0/0 whiteout device in the upper dir (err %v)", err)
-	}
-
-	// volatile (Linux 5.10+): the kernel leaves work/work/incompat/volatile
-	// behind, which has to go before the work dir is used again.
-	if mount.Mount("overlay", merged, "overlay", 0, base+",volatile") == nil {
-		h.volatile = true
-		mount.Unmount(merged, 0)
-		os.RemoveAll(filepath.Join(dir, "work", "work", "incompat"))
 	}
 
 	if err := h.testFsconfig(dir, merged); err != nil {
@@ -220,6 +249,11 @@ func (h *host) testFsconfig(dir, merged string) error {
 		return err
 	}
 	defer c.Close()
+	if h.volatile {
+		if err := c.SetFlag("volatile"); err != nil {
+			return err
+		}
+	}
 	for _, kv := range [][2]string{
 		{"lowerdir+", filepath.Join(dir, "l1")},
 		{"lowerdir+", filepath.Join(dir, "l2")},

@@ -39,6 +39,13 @@ func TestProbeAndStatus(t *testing.T) {
 	if err := Probe(context.Background(), root); err != nil {
 		t.Fatalf("Probe on %s: %v", root, err)
 	}
+	fresh := filepath.Join(root, "not", "yet")
+	if err := Probe(context.Background(), fresh); err != nil {
+		t.Fatalf("Probe on %s: %v", fresh, err)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "not")); !os.IsNotExist(err) {
+		t.Errorf("Probe left the directories it created: %v", err)
+	}
 	d := open(t, root, Options{})
 	mustLayer(t, d, "a", "", mkTar(t, file("f", "x")))
 	mustCreate(t, d, "b", "a", false)
