@@ -136,6 +136,7 @@ func cmdDemo(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(tw, "copied up from lower layers:\t%s\t%s\n", files(st.CopiedFiles), humanSize(st.CopiedBytes))
 		fmt.Fprintf(tw, "new in the container:\t%s\t%s\n", files(st.NewFiles), humanSize(st.NewBytes))
 		tw.Flush()
+		fmt.Fprintln(out, "(what counts as copied depends on the backend: overlay2 copies a whole file on its first write, btrfs the blocks rewritten, vfs the whole parent when the layer is created)")
 	} else {
 		fmt.Fprintf(out, "\n(%s does not report copy-up figures)\n", d.Name())
 	}
