@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"flag"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/stratafs/strata/archive"
 	"github.com/stratafs/strata/driver"
@@ -386,5 +389,26 @@ func TestTreeOrder(t *testing.T) {
 	}
 	if want := "a c z b x y"; strings.Join(got, " ") != want {
 		t.Errorf("treeOrder = %v, want %s", got, want)
+	}
+}
+
+func TestCLIApplyCompressed(t *testing.T) {
+	root := backendRoot(t, "vfs")
+	g := []string{"--root", root, "--driver", "vfs"}
+	plain := baseTar(t)
+	var gz, zs bytes.Buffer
+	gw := gzip.NewWriter(&gz)
+	gw.Write(plain)
+	gw.Close()
+	zw, err := zstd.NewWriter(&zs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zw.Write(plain)
+	zw.Close()
+	want := unpack(t, plain)
+	for name, data := range map[string][]byte{"gzip": gz.Bytes(), "zstd": zs.Bytes()} {
+		ok(t, data, append(g, "apply", name)...)
+		sameTree(t, want, unpack(t, []byte(ok(t, nil, append(g, "diff", name)...))), fstree.Options{IgnoreRoot: true})
 	}
 }
