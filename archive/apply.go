@@ -75,7 +75,8 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (int
 		written: map[string]struct{}{},
 		dirs:    map[string]dirTimes{},
 	}
-	tr := tar.NewReader(rc)
+	tail := &tailReader{r: rc}
+	tr := tar.NewReader(tail)
 	last := ""
 	for {
 		if err := ctx.Err(); err != nil {
@@ -83,6 +84,14 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (int
 		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
+			if !tail.ended() {
+				// archive/tar takes a stream cut at a block boundary
+				// (even inside a PAX header) for a clean end.
+				if last == "" {
+					return a.size, fmt.Errorf("%w: the stream ends inside the first header (truncated?)", ErrInvalidTar)
+				}
+				return a.size, fmt.Errorf("%w: the stream ends after entry %q without the end-of-archive blocks (truncated?)", ErrInvalidTar, shorten(last))
+			}
 			break
 		}
 		if err != nil {
@@ -107,6 +116,43 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (int
 	return a.size, nil
 }
 
+// tailReader remembers the last 1024 bytes read, to tell a tar that ends
+// with its two zero blocks from one cut short.
+type tailReader struct {
+	r     io.Reader
+	n     int64
+	tail  [1024]byte
+}
+
+func (t *tailReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if n >= len(t.tail) {
+		copy(t.tail[:], p[n-len(t.tail):n])
+	} else if n > 0 {
+		copy(t.tail[:], t.tail[n:])
+		copy(t.tail[len(t.tail)-n:], p[:n])
+	}
+	t.n += int64(n)
+	return n, err
+}
+
+// ended says whether the stream ended properly: two zero blocks, or
+// nothing at all (an empty layer).
+func (t *tailReader) ended() bool {
+	if t.n == 0 {
+		return true
+	}
+	if t.n < int64(len(t.tail)) {
+		return false
+	}
+	for _, b := range t.tail {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}
+
 type dirTimes struct{ atime, mtime unix.Timespec }
 
 type applier struct {
@@ -116,7 +162,8 @@ type applier struct {
 	zero []byte
 	size int64
 	// written holds every path this tar wrote, with all its parents, so
-	// that whiteouts spare them.
+	// that whiteouts spare them. Paths are canonical (symlinks in parents
+	// resolved), so "bin/sh" through bin -> usr/bin is usr/bin/sh.
 	written map[string]struct{}
 	// dirs get their times last: creating children changes them.
 	dirs map[string]dirTimes
@@ -172,7 +219,7 @@ func (a *applier) entry(ctx context.Context, hdr *tar.Header, r io.Reader) error
 		}
 		return a.rootDir(hdr)
 	}
-	pfd, err := a.t.dirFD(parent, true)
+	pfd, canon, err := a.t.dirFD(parent, true)
 	if err != nil {
 		return err
 	}
@@ -191,7 +238,7 @@ func (a *applier) entry(ctx context.Context, hdr *tar.Header, r io.Reader) error
 	if err != nil {
 		return err
 	}
-	a.markWritten(rel)
+	a.markWritten(join(canon, base))
 	return nil
 }
 

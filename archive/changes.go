@@ -18,7 +18,8 @@ import (
 //
 // The walk is by metadata, as moby's naive diff is: a path is modified
 // when its type, mode, owner, size, device number, symlink target,
-// nanosecond mtime or xattrs (other than overlay's own) differ. Regular
+// nanosecond mtime, link count or xattrs (other than overlay's own)
+// differ. Regular
 // file content is not read: a rewrite that keeps size and mtime is not
 // seen. A directory is compared without its size and mtime, which change
 // whenever a child does; its changed children are listed instead (and
@@ -159,7 +160,9 @@ func differs(a, b *meta) bool {
 	if a.isDir() {
 		return false
 	}
-	return a.st.Size != b.st.Size || a.st.Mtim != b.st.Mtim
+	// A changed link count means a hardlink was added or removed: the
+	// file is listed so that WriteChanges can write the group again.
+	return a.st.Size != b.st.Size || a.st.Mtim != b.st.Mtim || a.st.Nlink != b.st.Nlink
 }
 
 func sameXattrs(a, b []xattr) bool {

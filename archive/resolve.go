@@ -67,8 +67,12 @@ func splitName(p string) (dir, base string) {
 type tree struct {
 	dir      string
 	rootFD   int
+	realRoot string // the root as /proc/self/fd shows it
 	cacheKey string
 	cacheFD  int
+	// cacheCanon is the cached directory's path with symlinks resolved,
+	// the name Apply's bookkeeping of written paths uses.
+	cacheCanon string
 }
 
 func openTree(dir string) (*tree, error) {
@@ -76,7 +80,28 @@ func openTree(dir string) (*tree, error) {
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
 	}
-	return &tree{dir: dir, rootFD: fd, cacheFD: -1}, nil
+	real, err := os.Readlink(procPath(fd, ""))
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return &tree{dir: dir, rootFD: fd, realRoot: real, cacheFD: -1}, nil
+}
+
+// canon returns the in-tree path of the directory fd, symlinks resolved.
+func (t *tree) canon(fd int) (string, error) {
+	real, err := os.Readlink(procPath(fd, ""))
+	if err != nil {
+		return "", err
+	}
+	if real == t.realRoot {
+		return "", nil
+	}
+	rel, ok := strings.CutPrefix(real, strings.TrimSuffix(t.realRoot, "/")+"/")
+	if !ok {
+		return "", fmt.Errorf("%w: %s resolved to %s", ErrUnsafePath, t.dir, real)
+	}
+	return rel, nil
 }
 
 func (t *tree) close() {
@@ -114,25 +139,49 @@ func (t *tree) openIn(p string, flags int) (int, error) {
 }
 
 // dirFD returns an O_PATH fd of directory p (owned by the cache: do not
-// close it), creating missing directories (0755, root-owned, as tar does)
-// when create is set.
-func (t *tree) dirFD(p string, create bool) (int, error) {
+// close it) and its canonical in-tree path, creating missing directories
+// (0755, root-owned, as tar does) when create is set. The common case, a
+// path without symlinks, costs one openat2; a path through symlinks one
+// more readlink to learn where it went.
+func (t *tree) dirFD(p string, create bool) (fd int, canon string, err error) {
 	if p == "" {
-		return t.rootFD, nil
+		return t.rootFD, "", nil
 	}
 	if t.cacheFD >= 0 && t.cacheKey == p {
-		return t.cacheFD, nil
+		return t.cacheFD, t.cacheCanon, nil
 	}
-	fd, err := t.openIn(p, unix.O_PATH|unix.O_DIRECTORY)
-	if err == unix.ENOENT && create {
-		fd, err = t.mkdirAll(p)
+	how := unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_SYMLINKS,
+	}
+	fd, err = unix.Openat2(t.rootFD, p, &how)
+	canon = p
+	if err != nil {
+		fd, err = t.openIn(p, unix.O_PATH|unix.O_DIRECTORY)
+		if err == unix.ENOENT && create {
+			fd, err = t.mkdirAll(p)
+		}
+		if err == nil {
+			canon, err = t.canon(fd)
+			if err != nil {
+				unix.Close(fd)
+			}
+		}
 	}
 	if err != nil {
-		return -1, dirErr(p, err)
+		return -1, "", dirErr(p, err)
 	}
 	t.dropCache()
-	t.cacheKey, t.cacheFD = p, fd
-	return fd, nil
+	t.cacheKey, t.cacheFD, t.cacheCanon = p, fd, canon
+	return fd, canon, nil
+}
+
+// join is path.Join for cleaned relative paths.
+func join(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
 }
 
 // tempDirFD is dirFD without touching the cache; release must be called.

@@ -68,23 +68,23 @@ func (a *applier) whiteout(parent, base string) error {
 	case "", ".", "..":
 		return fmt.Errorf("%w: whiteout of %q would remove the target directory or climb out of it", ErrUnsafePath, name)
 	}
-	target := name
-	if parent != "" {
-		target = parent + "/" + name
-	}
-	if a.isWritten(target) {
-		return nil // a whiteout never hides what its own layer adds
-	}
 	if a.opts.Whiteouts == OCIWhiteouts {
-		pfd, err := a.t.dirFD(parent, false)
+		pfd, canon, err := a.t.dirFD(parent, false)
 		if err != nil {
 			return nil // the parent is not there, so neither is the target
 		}
+		if a.isWritten(join(canon, name)) {
+			return nil // a whiteout never hides what its own layer adds
+		}
 		return a.t.removeAll(pfd, name)
 	}
-	pfd, err := a.t.dirFD(parent, true)
+	pfd, canon, err := a.t.dirFD(parent, true)
 	if err != nil {
 		return err
+	}
+	target := join(canon, name)
+	if a.isWritten(target) {
+		return nil
 	}
 	err = a.create(pfd, name, func() error { return unix.Mknodat(pfd, name, unix.S_IFCHR, 0) })
 	if err != nil {
@@ -99,22 +99,23 @@ func (a *applier) whiteout(parent, base string) error {
 // opaque hides everything of dir that this tar did not write; in an
 // overlay format the directory is marked opaque for overlayfs as well.
 func (a *applier) opaque(dir string) error {
-	if _, err := a.t.dirFD(dir, true); err != nil {
+	_, canon, err := a.t.dirFD(dir, true)
+	if err != nil {
 		return err
 	}
-	if err := a.clearUnwritten(dir); err != nil {
+	if err := a.clearUnwritten(canon); err != nil {
 		return err
 	}
-	a.markWritten(dir)
+	a.markWritten(canon)
 	x := a.opts.Whiteouts.OpaqueXattr()
 	if x == "" {
 		return nil
 	}
-	fd, err := a.t.openIn(dir, unix.O_PATH|unix.O_DIRECTORY)
+	fd, release, err := a.t.tempDirFD(canon)
 	if err != nil {
-		return dirErr(dir, err)
+		return err
 	}
-	defer unix.Close(fd)
+	defer release()
 	// Setxattr, not Lsetxattr: the /proc/self/fd link must be followed to
 	// the directory (lsetxattr on the magic link itself fails with ENOTSUP).
 	if err := unix.Setxattr(procPath(fd, ""), x, []byte("y"), 0); err != nil {
@@ -137,10 +138,7 @@ func (a *applier) clearUnwritten(dir string) error {
 		return fmt.Errorf("read %q: %w", dir, err)
 	}
 	for _, n := range names {
-		p := n
-		if dir != "" {
-			p = dir + "/" + n
-		}
+		p := join(dir, n)
 		if !a.isWritten(p) {
 			if err := a.t.removeAll(fd, n); err != nil {
 				return err

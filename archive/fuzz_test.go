@@ -1,0 +1,42 @@
+package archive
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	lg "github.com/stratafs/strata/internal/layergen"
+)
+
+// FuzzApply: whatever the bytes, Apply writes nothing next to the root
+// and leaves the victim file alone.
+func FuzzApply(f *testing.F) {
+	for _, c := range lg.Hostile() {
+		if len(c.Tar) < 1<<16 {
+			f.Add(c.Tar)
+		}
+	}
+	f.Add(lg.Tar(lg.Dir("a"), lg.File("a/b", "c"), lg.Symlink("s", "/a"), lg.Hardlink("h", "s/b"), lg.Whiteout("a/b")))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if os.Geteuid() != 0 {
+			t.Skip("needs root")
+		}
+		sb, root := target(t)
+		victim := filepath.Join(sb, "victim")
+		must(t, os.WriteFile(victim, []byte(lg.VictimContent), 0o644))
+		for _, opts := range []ApplyOptions{{}, {Whiteouts: OverlayWhiteouts}} {
+			Apply(context.Background(), root, bytes.NewReader(data), opts)
+			ents, _ := os.ReadDir(sb)
+			for _, e := range ents {
+				if e.Name() != "root" && e.Name() != "victim" {
+					t.Fatalf("wrote %s next to the root", e.Name())
+				}
+			}
+			if b, err := os.ReadFile(victim); err != nil || string(b) != lg.VictimContent || nlink(victim) != 1 {
+				t.Fatalf("victim changed: %q %v", b, err)
+			}
+		}
+	})
+}
