@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -88,11 +89,7 @@ func BenchmarkGetPut(b *testing.B) {
 // per iteration; creating and removing the layer is not timed.
 func BenchmarkApplyDiff(b *testing.B) {
 	ctx := context.Background()
-	var files []tarFile
-	for i := range 64 {
-		files = append(files, tarFile{fmt.Sprintf("d/f%02d", i), make([]byte, 16<<10)})
-	}
-	tarball := layerTar(b, []string{"d"}, files)
+	tarball := benchTar(b)
 	for _, open := range benchDrivers(b) {
 		name, d := open()
 		if d == nil {
@@ -124,4 +121,92 @@ func BenchmarkApplyDiff(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkOverhead measures the same thing as the benchmarks above with
+// the two sides interleaved in small batches (alternating which goes
+// first), so that a busy machine's changing load falls on both alike. It
+// reports each side's time per operation and the difference in percent.
+func BenchmarkOverhead(b *testing.B) {
+	ctx := context.Background()
+	applyTar := benchTar(b)
+	for _, open := range benchDrivers(b) {
+		name, d := open()
+		if d == nil {
+			continue
+		}
+		require.NoError(b, d.Create(ctx, "img", "", nil))
+		require.NoError(b, d.Create(ctx, "held", "img", &driver.CreateOpts{Writable: true}))
+		_, err := d.Get(ctx, "held", nil)
+		require.NoError(b, err)
+		ds := pair(b, d)
+		getPut := func(d driver.Driver) func() error {
+			return func() error {
+				if _, err := d.Get(ctx, "held", nil); err != nil {
+					return err
+				}
+				return d.Put(ctx, "held")
+			}
+		}
+		b.Run(fmt.Sprintf("driver=%s/op=getput", name), func(b *testing.B) {
+			interleave(b, 200, getPut(ds["bare"]), getPut(ds["instrumented"]))
+		})
+		require.NoError(b, d.Put(ctx, "held"))
+		b.Run(fmt.Sprintf("driver=%s/op=apply", name), func(b *testing.B) {
+			var spent [2]time.Duration
+			for i := range b.N {
+				for k := range 2 {
+					side := (k + i) % 2
+					dd := ds[wraps[side]]
+					id := fmt.Sprintf("a%d-%d", i, side)
+					require.NoError(b, dd.Create(ctx, id, "", nil))
+					start := time.Now()
+					_, err := dd.ApplyDiff(ctx, id, readerOf(applyTar))
+					spent[side] += time.Since(start)
+					require.NoError(b, err)
+					require.NoError(b, dd.Remove(ctx, id))
+				}
+			}
+			report(b, spent)
+		})
+	}
+}
+
+// interleave runs b.N operations of each side in rounds of batch.
+func interleave(b *testing.B, batch int, bare, wrapped func() error) {
+	var spent [2]time.Duration
+	sides := [2]func() error{bare, wrapped}
+	done := 0
+	for round := 0; done < b.N; round++ {
+		n := min(batch, b.N-done)
+		for k := range 2 {
+			side := (k + round) % 2
+			start := time.Now()
+			for range n {
+				if err := sides[side](); err != nil {
+					b.Fatal(err)
+				}
+			}
+			spent[side] += time.Since(start)
+		}
+		done += n
+	}
+	report(b, spent)
+}
+
+// report adds each side's mean time per operation and their difference.
+func report(b *testing.B, spent [2]time.Duration) {
+	perOp := func(d time.Duration) float64 { return float64(d.Nanoseconds()) / float64(b.N) }
+	b.ReportMetric(perOp(spent[0]), "bare-ns/op")
+	b.ReportMetric(perOp(spent[1]), "instrumented-ns/op")
+	b.ReportMetric(100*(perOp(spent[1])-perOp(spent[0]))/perOp(spent[0]), "overhead-%")
+}
+
+// benchTar is a 1 MiB layer of 64 files.
+func benchTar(b *testing.B) []byte {
+	var files []tarFile
+	for i := range 64 {
+		files = append(files, tarFile{fmt.Sprintf("d/f%02d", i), make([]byte, 16<<10)})
+	}
+	return layerTar(b, []string{"d"}, files)
 }
