@@ -30,6 +30,7 @@ package btrfs
 // trees).
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -52,8 +53,9 @@ type inode struct {
 	gen      uint64 // transaction that created it
 	transid  uint64 // last transaction that changed it
 	mode     uint32
-	changed  bool  // its inode item is newer than base
-	newBytes int64 // bytes of file extents written after base
+	raw      []byte // the inode item
+	changed  bool   // its inode item is newer than base
+	newBytes int64  // bytes of file extents written after base
 }
 
 // scanChanged reads the items of the subvolume at dir that live in tree
@@ -108,6 +110,7 @@ func scanChangedFile(ctx context.Context, f *os.File, base uint64, extents bool)
 			if tr := le.Uint64(it.Data[8:]); tr > base {
 				in := get(it.ObjectID)
 				in.gen, in.transid, in.mode, in.changed = le.Uint64(it.Data), tr, le.Uint32(it.Data[52:]), true
+				in.raw = append([]byte(nil), it.Data[:160]...)
 			}
 		case extents && it.Type == keyExtentData && len(it.Data) >= 21:
 			if le.Uint64(it.Data) <= base {
@@ -207,14 +210,17 @@ func fastChanges(ctx context.Context, pdir, dir string, rec store.Record) ([]dri
 	if err != nil {
 		return nil, err
 	}
-	if len(pchanged) > 0 {
-		return nil, errNoFastDiff // the parent moved on after the snapshot
-	}
 	f, err := openDir(dir)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	if moved, err := parentMoved(f, pchanged, base); err != nil || moved {
+		if err == nil {
+			err = errNoFastDiff
+		}
+		return nil, err
+	}
 	changed, err := scanChangedFile(ctx, f, base, false)
 	if err != nil {
 		return nil, err
@@ -257,6 +263,46 @@ func fastChanges(ctx context.Context, pdir, dir string, rec store.Record) ([]dri
 		}
 	}
 	return fd.result()
+}
+
+// parentMoved reports whether the parent changed after the child's
+// snapshot. Reading a writable parent updates atimes, which rewrites its
+// inode items without changing anything a diff sees; so an inode whose
+// item differs from the child's untouched copy (taken at the snapshot) in
+// nothing but atime and transid does not count. When the child changed
+// that inode too there is no copy to compare with and we must assume the
+// worst. Read-only parents (image layers) never get here: their atimes do
+// not move.
+func parentMoved(child *os.File, pchanged map[uint64]*inode, base uint64) (bool, error) {
+	for ino, in := range pchanged {
+		if !in.changed {
+			continue
+		}
+		var copyAtSnapshot []byte
+		err := treeSearch(child, searchKey{
+			MinObjectID: ino, MaxObjID: ino,
+			MinType: keyInodeItem, MaxType: keyInodeItem,
+			MaxTransid: ^uint64(0),
+		}, func(it item) error {
+			if it.Type == keyInodeItem && len(it.Data) >= 160 {
+				copyAtSnapshot = append([]byte(nil), it.Data[:160]...)
+			}
+			return nil
+		})
+		if err != nil {
+			return false, err
+		}
+		if copyAtSnapshot == nil || binary.LittleEndian.Uint64(copyAtSnapshot[8:]) > base || !atimeOnly(in.raw, copyAtSnapshot) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// atimeOnly reports whether two btrfs_inode_items differ at most in
+// transid (bytes 8-16) and atime (112-124).
+func atimeOnly(a, b []byte) bool {
+	return bytes.Equal(a[:8], b[:8]) && bytes.Equal(a[16:112], b[16:112]) && bytes.Equal(a[124:160], b[124:160])
 }
 
 type finder struct {
@@ -309,8 +355,13 @@ func (fd *finder) sameDir(p string) error {
 	return nil
 }
 
+// names lists a directory without touching its atime: an atime update
+// on a writable parent would be a change of the parent for the next scan.
 func names(dir string) (map[string]bool, error) {
-	f, err := os.Open(dir)
+	f, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY|unix.O_NOATIME, 0)
+	if errors.Is(err, unix.EPERM) { // O_NOATIME needs ownership or CAP_FOWNER
+		f, err = os.Open(dir)
+	}
 	if err != nil {
 		return nil, err
 	}
