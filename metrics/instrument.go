@@ -55,16 +55,19 @@ type Options struct {
 	// every scrape (within the budget).
 	CopyUpTTL time.Duration
 	// Buckets of the latency histogram in seconds; nil means
-	// DefaultBuckets.
+	// DefaultBuckets().
 	Buckets []float64
 }
 
-// DefaultBuckets span a refcounted Get of a mounted layer (tens of
+// DefaultBuckets returns the latency buckets used when Options.Buckets is
+// nil. They span a refcounted Get of a mounted layer (tens of
 // microseconds) to ApplyDiff of a large layer (minutes); Prometheus's own
 // defaults start at 5ms and would put every Get/Put in the first bucket.
-var DefaultBuckets = []float64{
-	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-	0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
+func DefaultBuckets() []float64 {
+	return []float64{
+		0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+		0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
+	}
 }
 
 // Operation label values.
@@ -103,9 +106,11 @@ const (
 	numOps
 )
 
-var opNames = [numOps]string{
-	OpCreate, OpRemove, OpGet, OpPut, OpDiff, OpChanges, OpApply,
-	OpDiffSize, OpStatus, OpLayers, OpCopyUp, OpQuotaUsed,
+func (o op) String() string {
+	return [numOps]string{
+		OpCreate, OpRemove, OpGet, OpPut, OpDiff, OpChanges, OpApply,
+		OpDiffSize, OpStatus, OpLayers, OpCopyUp, OpQuotaUsed,
+	}[o]
 }
 
 // ErrorKind names the class of err for the kind label: one of not_found,
@@ -146,7 +151,7 @@ func Instrument(d driver.Driver, reg prometheus.Registerer, opts Options) (drive
 	}
 	buckets := opts.Buckets
 	if buckets == nil {
-		buckets = DefaultBuckets
+		buckets = DefaultBuckets()
 	}
 	constLabels := prometheus.Labels{"driver": d.Name()}
 	for k, v := range opts.ConstLabels {
@@ -187,8 +192,8 @@ func Instrument(d driver.Driver, reg prometheus.Registerer, opts Options) (drive
 		Help:        "Bytes of layer tar read from Diff streams.",
 		ConstLabels: constLabels,
 	})
-	for i, name := range opNames {
-		in.obs[i] = in.duration.WithLabelValues(name)
+	for o := range numOps {
+		in.obs[o] = in.duration.WithLabelValues(o.String())
 	}
 
 	n, err := countLayers(d)
@@ -264,7 +269,7 @@ func (in *instrumented) now() time.Duration { return time.Since(in.epoch) }
 func (in *instrumented) done(o op, start time.Duration, err error) {
 	in.obs[o].Observe((in.now() - start).Seconds())
 	if err != nil {
-		in.errs.WithLabelValues(opNames[o], ErrorKind(err)).Inc()
+		in.errs.WithLabelValues(o.String(), ErrorKind(err)).Inc()
 	}
 }
 
