@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -115,5 +117,24 @@ func TestApplyNoProgressWhenPiped(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "applying") || strings.Contains(out.String(), "\r") {
 		t.Errorf("progress written to a pipe: %q", out.String())
+	}
+}
+
+func TestTarStreamsRefuseTerminals(t *testing.T) {
+	_, slave := openPTY(t)
+	root := backendRoot(t, "vfs")
+	e := &env{root: root, driver: "vfs", stdin: slave, stdout: io.Discard, stderr: io.Discard}
+	err := cmdApply(context.Background(), e, []string{"base"})
+	var ue usageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "stdin is a terminal") {
+		t.Errorf("apply with a terminal on stdin: %v", err)
+	}
+	e = &env{root: root, driver: "vfs", stdin: bytes.NewReader(nil), stdout: slave, stderr: io.Discard}
+	err = cmdDiff(context.Background(), e, []string{"base"})
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "stdout is a terminal") {
+		t.Errorf("diff with a terminal on stdout: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "vfs")); err == nil {
+		t.Errorf("refused commands opened the backend")
 	}
 }
