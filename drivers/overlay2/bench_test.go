@@ -82,7 +82,6 @@ func applyFile(b *testing.B, d driver.Driver, id, parent, tarPath string) {
 func BenchmarkDiff20Changes(b *testing.B) {
 	root := testRoot(b)
 	d := open(b, root, Options{})
-	naive := open(b, root, Options{ForceNaiveDiff: true, SkipMountCheck: true})
 	for _, n := range []int{10000, 50000} {
 		base := fmt.Sprintf("base%d", n)
 		applyFile(b, d, base, "", genBaseTar(b, root, n))
@@ -96,6 +95,8 @@ func BenchmarkDiff20Changes(b *testing.B) {
 		}
 		mustPut(b, d, ctr)
 	}
+	// A second driver on the same root, opened once the layers exist.
+	naive := open(b, root, Options{ForceNaiveDiff: true, SkipMountCheck: true})
 	diff := func(d driver.Driver, id string) func(b *testing.B) {
 		return func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
