@@ -142,11 +142,12 @@ func (e *env) rootPaths() []string {
 }
 
 // sameRoot checks that the root holds the same paths as before: crash
-// debris (staging dirs, half layers, temp records) must be swept by New.
-// Metadata is not compared, since using layers legitimately updates it.
+// debris (staging dirs, half layers, temp records) must be swept by New,
+// and a refused operation must leave nothing behind. Metadata is not
+// compared, since using layers legitimately updates it.
 func (e *env) sameRoot(what string, before []string) {
 	e.t.Helper()
-	sameList(e.t, what+": paths under the root, before the crash and after recovery", before, e.rootPaths())
+	sameList(e.t, what+": paths under the root differ from before", before, e.rootPaths())
 }
 
 func typeName(m fs.FileMode) string {

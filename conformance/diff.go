@@ -15,12 +15,14 @@ import (
 
 	"github.com/stratafs/strata/driver"
 	"github.com/stratafs/strata/internal/fstree"
+	"github.com/stratafs/strata/internal/layergen"
 )
 
 func diffCases() []testCase {
 	return []testCase{
 		{"RoundTripBase", testRoundTripBase},
 		{"RoundTripChild", testRoundTripChild},
+		{"RoundTripGenerated", testRoundTripGenerated},
 		{"ChangesExact", testChangesExact},
 		{"EmptyChild", testEmptyChild},
 		{"Whiteouts3", testWhiteouts3},
@@ -74,6 +76,24 @@ func testRoundTripChild(t *testing.T, e *env) {
 	p := smallLayer(t, "parent", 1)
 	e.layer("p", "", p)
 	tb := kitchenSink(t, e.b.Caps)
+	roundTrip(t, e, "p", tb, reference(t, p, tb))
+}
+
+// testRoundTripGenerated round-trips a small generated base layer: the
+// shape of a real distribution layer (nested dirs, heavy-tailed sizes,
+// links of every kind, devices, xattrs, odd modes) at a size that keeps
+// the suite fast. The benchmarks use the full-size one.
+func testRoundTripGenerated(t *testing.T, e *env) {
+	if e.b.Caps.NoDevices {
+		t.Skipf("%s cannot store device nodes, which the generated layer has", e.b.Name)
+	}
+	var buf bytes.Buffer
+	if err := layergen.Base(&buf, layergen.Spec{Files: 400, TotalBytes: 4 << 20, Seed: 7}); err != nil {
+		t.Fatal(err)
+	}
+	tb := buf.Bytes()
+	p := smallLayer(t, "parent", 1)
+	e.layer("p", "", p)
 	roundTrip(t, e, "p", tb, reference(t, p, tb))
 }
 

@@ -10,11 +10,13 @@ import (
 	"testing"
 
 	"github.com/stratafs/strata/internal/fstree"
+	"github.com/stratafs/strata/internal/layergen"
 )
 
 func faultCases() []testCase {
 	return []testCase{
 		{"HostileTars", testHostileTars},
+		{"HostileTarsLayergen", testHostileLayergen},
 	}
 }
 
@@ -111,7 +113,11 @@ func testHostileTars(t *testing.T, e *env) {
 		t.Run(hc.name, func(t *testing.T) {
 			e := e.sub(t)
 			e.create(id, "p", nil)
+			before := e.rootPaths()
 			_, err := e.d.ApplyDiff(e.ctx, id, bytes.NewReader(hc.tar))
+			if err != nil {
+				e.sameRoot("refused ApplyDiff", before)
+			}
 			switch {
 			case hc.refused && err == nil:
 				t.Errorf("ApplyDiff succeeded; want an error")
@@ -160,4 +166,87 @@ func (e *env) sub(t testing.TB) *env {
 	c := *e
 	c.t = t
 	return &c
+}
+
+// testHostileLayergen applies the archive package's own hostile corpus
+// through the driver: refused tars leave the root exactly as it was (the
+// driver package promises that bad input changes nothing on disk), no
+// absolute escape target appears on the host, and what an accepted tar
+// adds under the root shows up in the layer's view.
+func testHostileLayergen(t *testing.T, e *env) {
+	p := smallLayer(t, "p", 1)
+	e.layer("p", "", p)
+	pWant := reference(t, p)
+	for i, c := range layergen.Hostile() {
+		id := fmt.Sprintf("g%02d", i)
+		t.Run(c.Name, func(t *testing.T) {
+			e := e.sub(t)
+			e.create(id, "p", nil)
+			before := e.rootPaths()
+			_, err := e.d.ApplyDiff(e.ctx, id, bytes.NewReader(c.Tar))
+			if c.WantErr && err == nil {
+				t.Errorf("ApplyDiff succeeded; want an error")
+			}
+			for _, esc := range c.Escapes {
+				if filepath.IsAbs(esc) {
+					if _, serr := os.Lstat(esc); serr == nil {
+						t.Errorf("ApplyDiff wrote %s on the host", esc)
+						os.RemoveAll(esc)
+					}
+				}
+			}
+			after := e.rootPaths()
+			if err != nil {
+				t.Logf("refused: %v", err)
+				sameList(t, "refused ApplyDiff: paths under the root differ from before", before, after)
+			} else if e.d.Exists(id) {
+				explained(t, before, after, e.view(id))
+			}
+			e.sameTree("parent after a hostile ApplyDiff on its child", pWant, e.view("p"))
+			if e.d.Exists(id) {
+				if err := e.d.Remove(e.ctx, id); err != nil {
+					t.Errorf("Remove after a hostile ApplyDiff: %v", err)
+				}
+			}
+			e.create(id, "p", nil)
+			if err := e.d.Remove(e.ctx, id); err != nil {
+				t.Errorf("Remove: %v", err)
+			}
+		})
+	}
+	e.noMounts("after the hostile corpus")
+}
+
+// explained checks that every path an accepted ApplyDiff added under the
+// root (but for special files) is a path of the layer's view (by suffix, since where a backend
+// keeps a layer's files is its own business): anything else escaped the
+// layer into the backend's own directories.
+func explained(t testing.TB, before, after []string, view *fstree.Tree) {
+	t.Helper()
+	old := map[string]bool{}
+	for _, p := range before {
+		old[p] = true
+	}
+	var bad []string
+	for _, p := range after {
+		if old[p] {
+			continue
+		}
+		typ, path, _ := strings.Cut(p, " ")
+		// Whiteouts stored the overlay way are char devices the view
+		// never shows, even where they hide nothing.
+		ok := typ == "special"
+		for vp, ve := range view.Entries {
+			if vp != "/" && typeName(ve.Type) == typ && strings.HasSuffix(path, vp) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			bad = append(bad, p)
+		}
+	}
+	if len(bad) > 0 {
+		t.Errorf("ApplyDiff added paths under the root that are not in the layer's view:\n\t%s\nview:\n%s", strings.Join(bad, "\n\t"), dump(view))
+	}
 }

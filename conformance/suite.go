@@ -69,7 +69,7 @@ func Run(t *testing.T, b Backend) {
 	}
 }
 
-func usable(t *testing.T, b Backend) bool {
+func usable(t testing.TB, b Backend) bool {
 	t.Helper()
 	root := makeRoot(t, b)
 	d, err := b.New(context.Background(), root)
