@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/stratafs/strata/conformance/fixtures"
 	"github.com/stratafs/strata/internal/fstree"
 	"github.com/stratafs/strata/internal/mount"
 )
@@ -32,8 +33,13 @@ func TestBinary(t *testing.T) {
 	}
 	t.Run("ExitCodes", func(t *testing.T) { testExitCodes(t, bin) })
 	for _, name := range cliBackendNames {
-		t.Run("MountAcrossProcesses/"+name, func(t *testing.T) { testMountAcrossProcesses(t, bin, name) })
+		t.Run("MountAcrossProcesses/"+name, func(t *testing.T) { testMountAcrossProcesses(t, bin, name, backendRoot(t, name)) })
 	}
+	t.Run("MountAcrossProcesses/btrfs", func(t *testing.T) {
+		root := filepath.Join(fixtures.Btrfs(t, fixtures.MinBtrfsSize), "strata")
+		requireUsable(t, root, "btrfs")
+		testMountAcrossProcesses(t, bin, "btrfs", root)
+	})
 	for _, name := range cliBackendNames {
 		t.Run("DebianRoundTrip/"+name, func(t *testing.T) { testDebianRoundTrip(t, bin, name) })
 	}
@@ -99,8 +105,13 @@ func testExitCodes(t *testing.T, bin string) {
 // while other processes open the backend (overlay2's New unmounts what a
 // dead process left under its root), nests, blocks rm, and is released by
 // a later strata umount.
-func testMountAcrossProcesses(t *testing.T, bin, name string) {
-	root := backendRoot(t, name)
+func testMountAcrossProcesses(t *testing.T, bin, name, root string) {
+	t.Cleanup(func() {
+		// Release what a failed run left, before the root goes away.
+		if _, err := mount.UnmountAll(filepath.Join(root, "mnt")); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
 	g := []string{"--root", root, "--driver", name}
 	binOK(t, bin, baseTar(t), append(g, "apply", "base")...)
 	binOK(t, bin, mkTar(t), append(g, "apply", "ctr", "--parent", "base", "--writable")...)

@@ -50,12 +50,19 @@ func testRoot(t *testing.T) string {
 func backendRoot(t *testing.T, name string) string {
 	t.Helper()
 	root := testRoot(t)
+	requireUsable(t, root, name)
+	return root
+}
+
+// requireUsable skips the test, with the reason, unless backend name can
+// work on root.
+func requireUsable(t *testing.T, root, name string) {
+	t.Helper()
 	for _, v := range drivers.Probe(context.Background(), root) {
 		if v.Name == name && !v.Usable {
 			t.Skipf("%s unusable here: %s", name, v.Reason)
 		}
 	}
-	return root
 }
 
 type result struct {
