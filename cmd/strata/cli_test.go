@@ -337,6 +337,7 @@ func TestCLIUsageErrors(t *testing.T) {
 		{[]string{"--root", root, "--driver", "vfs", "--opt", "nosuch=1", "ls"}, 2, "nosuch"},
 		{[]string{"--root", root, "--opt", "novalue", "ls"}, 2, "not key=value"},
 		{[]string{"--root", root, "umount", "x"}, 1, "not mounted"},
+		{[]string{"--root", root, "demo", "--json"}, 2, "demo prints for people"},
 	} {
 		msg := fails(t, tc.code, nil, tc.args...)
 		if !strings.Contains(msg, tc.msg) {

@@ -47,6 +47,9 @@ func cmdDemo(ctx context.Context, e *env, args []string) error {
 	if _, err := parse(fs, args, 0, ""); err != nil {
 		return err
 	}
+	if e.json {
+		return usagef("demo prints for people; use ls --json, probe --json and status --json for data")
+	}
 	if !e.rootSet {
 		e.root = demoRoot
 	}
