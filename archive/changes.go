@@ -26,6 +26,14 @@ import (
 // WriteChanges writes their parents). A deleted directory is one Delete;
 // an added directory is an Add for it and each thing inside it.
 func Changes(ctx context.Context, parentDir, dir string) ([]Change, error) {
+	if err := isDir(dir); err != nil {
+		return nil, err
+	}
+	if parentDir != "" {
+		if err := isDir(parentDir); err != nil {
+			return nil, err
+		}
+	}
 	c := &changer{ctx: ctx, old: parentDir, new: dir, buf: make([]byte, 4096)}
 	if err := c.dir(""); err != nil {
 		return nil, err

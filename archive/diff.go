@@ -26,6 +26,9 @@ type DiffOptions struct {
 // them back their mode, owner and mtime, which a change below alters.
 // Deletions become .wh.NAME entries.
 func WriteChanges(ctx context.Context, w io.Writer, dir string, changes []Change) error {
+	if err := isDir(dir); err != nil {
+		return err
+	}
 	ch := slices.Clone(changes)
 	sortChanges(ch)
 	tw := newTarWriter(w, dir)
@@ -63,6 +66,9 @@ func WriteChanges(ctx context.Context, w io.Writer, dir string, changes []Change
 // and overlay's own xattrs are left out. The root directory itself is not
 // written (a layer does not carry the metadata of /), nor are sockets.
 func WriteDir(ctx context.Context, w io.Writer, dir string, opts DiffOptions) error {
+	if err := isDir(dir); err != nil {
+		return err
+	}
 	tw := newTarWriter(w, dir)
 	tw.format = opts.Whiteouts
 	if err := tw.walk(ctx, ""); err != nil {
@@ -220,3 +226,16 @@ func (t *tarWriter) entry(rel string, m *meta) error {
 type onlyReader struct{ r io.Reader }
 
 func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
+
+// isDir checks a tree's root up front: the walks treat a missing
+// subdirectory as empty, which must not hide a missing tree.
+func isDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return &os.PathError{Op: "open", Path: dir, Err: unix.ENOTDIR}
+	}
+	return nil
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -151,6 +152,23 @@ func TestChangesAndWriteChanges(t *testing.T) {
 	all, err := Changes(context.Background(), "", child)
 	if err != nil || len(all) != len(snapshot(t, child).Entries)-1 {
 		t.Errorf("Changes against an empty parent: %d changes, %v", len(all), err)
+	}
+}
+
+func TestMissingTreesAreErrors(t *testing.T) {
+	sb := sandbox(t)
+	missing := filepath.Join(sb, "missing")
+	if _, err := Changes(context.Background(), "", missing); err == nil {
+		t.Error("Changes of a missing dir")
+	}
+	if _, err := Changes(context.Background(), missing, sb); err == nil {
+		t.Error("Changes against a missing parent")
+	}
+	if err := WriteDir(context.Background(), io.Discard, missing, DiffOptions{}); err == nil {
+		t.Error("WriteDir of a missing dir")
+	}
+	if _, err := Apply(context.Background(), missing, bytes.NewReader(nil), ApplyOptions{}); err == nil {
+		t.Error("Apply onto a missing dir")
 	}
 }
 
