@@ -392,13 +392,21 @@ func (d *Driver) Diff(ctx context.Context, id string) (io.ReadCloser, error) {
 	// The read lock keeps Remove and ApplyDiff away until the stream is
 	// closed.
 	unlock := d.locks.RLock(id)
-	if _, err := d.ready(id); err != nil {
+	r, err := d.ready(id)
+	if err != nil {
 		unlock()
 		return nil, driver.Wrap("diff", id, err)
 	}
-	dir := d.diffDir(id)
+	// Only real changes go in the tar: overlay also leaves unchanged
+	// files in diff/ (a file renamed away and back is copied up;
+	// buildkit#2480), and every change found in diff/ has its content
+	// and its parent directories there.
 	return driver.Stream(ctx, "diff", id, unlock, func(w io.Writer) error {
-		return archive.WriteDir(ctx, w, dir, archive.DiffOptions{Whiteouts: archive.OverlayWhiteouts})
+		ch, err := d.nativeChanges(ctx, r)
+		if err != nil {
+			return err
+		}
+		return archive.WriteChanges(ctx, w, d.diffDir(id), ch)
 	}), nil
 }
 
