@@ -22,8 +22,9 @@ import (
 // ApplyDiff unpacks a layer tar onto layer id. It unpacks into a fresh
 // snapshot of the layer (O(1)) and swaps that in only when the whole tar
 // went in and reached the disk, so a bad or hostile tar leaves the layer
-// exactly as it was. The record says Applying during the swap, so a crash
-// there makes New remove the layer rather than leave a half-made one.
+// exactly as it was. The record says Applying meanwhile, so after a crash
+// New removes the layer rather than keep one whose ApplyDiff never
+// returned.
 func (d *Driver) ApplyDiff(ctx context.Context, id string, r io.Reader) (int64, error) {
 	if err := d.check("apply", id); err != nil {
 		return 0, err
@@ -40,26 +41,25 @@ func (d *Driver) ApplyDiff(ctx context.Context, id string, r io.Reader) (int64, 
 	if c := d.store.Children(id); len(c) > 0 {
 		return 0, driver.Errorf("apply", id, "%w: %v", driver.ErrHasChildren, c)
 	}
+	// Applying from the first byte: if we are killed anywhere from here to
+	// the final Put, New removes the layer rather than keep a layer whose
+	// content the caller never got confirmed.
+	rec.State = store.Applying
+	if err := d.store.Put(rec); err != nil {
+		return 0, driver.Wrap("apply", id, err)
+	}
 	path := d.layerPath(id)
+	oldID, err := cbtrfs.SubvolID(path)
+	if err != nil {
+		return 0, driver.Wrap("apply", id, d.ready(rec, err))
+	}
 	stage := filepath.Join(d.staging, id+"."+randomSuffix())
 	if err := cbtrfs.SubvolSnapshot(stage, path, false); err != nil {
-		return 0, driver.Wrap("apply", id, err)
+		return 0, driver.Wrap("apply", id, d.ready(rec, err))
 	}
 	n, err := d.fill(ctx, stage, r, rec)
 	if err != nil {
-		if derr := deleteSubvol(context.WithoutCancel(ctx), stage); derr != nil {
-			err = errors.Join(err, fmt.Errorf("cleanup: %w", derr))
-		}
-		return 0, driver.Wrap("apply", id, err)
-	}
-	oldID, err := cbtrfs.SubvolID(path)
-	if err == nil {
-		rec.State = store.Applying
-		err = d.store.Put(rec)
-	}
-	if err != nil {
-		_ = deleteSubvol(context.WithoutCancel(ctx), stage)
-		return 0, driver.Wrap("apply", id, err)
+		return 0, driver.Wrap("apply", id, d.unstage(ctx, rec, stage, err))
 	}
 	old := filepath.Join(d.trash, id+"."+randomSuffix())
 	if err := moveSubvol(path, old); err != nil {
@@ -87,7 +87,10 @@ func (d *Driver) ApplyDiff(ctx context.Context, id string, r io.Reader) (int64, 
 	if err != nil {
 		return 0, driver.Wrap("apply", id, err)
 	}
-	if err := d.discardRenamed(old, oldID); err != nil {
+	// The replaced subvolume is deleted before returning, not in the
+	// background: it is normally the empty layer Create made, so this is
+	// cheap, and the caller finds the root as tidy as before.
+	if err := d.deleteWithQgroup(context.WithoutCancel(ctx), old, oldID); err != nil {
 		return n, driver.Wrap("apply", id, err)
 	}
 	return n, nil
@@ -102,12 +105,23 @@ func (d *Driver) restoreFlag(path string, rec store.Record) error {
 	return setReadOnly(path, true)
 }
 
-// unstage undoes a failed swap: the record goes back to Ready and the
-// staging snapshot is deleted.
+// unstage undoes a failed apply: the staging snapshot is deleted and the
+// record goes back to Ready, the layer being untouched.
 func (d *Driver) unstage(ctx context.Context, rec store.Record, stage string, cause error) error {
+	if err := deleteSubvol(context.WithoutCancel(ctx), stage); err != nil {
+		cause = errors.Join(cause, fmt.Errorf("cleanup: %w", err))
+	}
+	return d.ready(rec, cause)
+}
+
+// ready puts the record back to Ready after a failure that left the
+// layer's data as it was, and returns cause.
+func (d *Driver) ready(rec store.Record, cause error) error {
 	rec.State = store.Ready
-	errs := []error{cause, d.store.Put(rec), deleteSubvol(context.WithoutCancel(ctx), stage)}
-	return errors.Join(errs...)
+	if err := d.store.Put(rec); err != nil {
+		return errors.Join(cause, err)
+	}
+	return cause
 }
 
 // fill unpacks r into the staging snapshot and makes it durable and, for a
