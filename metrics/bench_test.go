@@ -41,8 +41,8 @@ func benchDrivers(b *testing.B) []func() (string, driver.Driver) {
 }
 
 // pair returns the driver itself and the same driver instrumented.
-func pair(b *testing.B, d driver.Driver) map[string]driver.Driver {
-	w, err := metrics.Instrument(d, prometheus.NewRegistry(), metrics.Options{})
+func pair(b *testing.B, d driver.Driver, opts ...metrics.Options) map[string]driver.Driver {
+	w, err := metrics.Instrument(d, prometheus.NewRegistry(), append(opts, metrics.Options{})[0])
 	require.NoError(b, err)
 	b.Cleanup(func() { w.Close() })
 	return map[string]driver.Driver{"bare": d, "instrumented": w}
@@ -150,6 +150,11 @@ func BenchmarkOverhead(b *testing.B) {
 		}
 		b.Run(fmt.Sprintf("driver=%s/op=getput", name), func(b *testing.B) {
 			interleave(b, 200, getPut(ds["bare"]), getPut(ds["instrumented"]))
+		})
+		// Every call timed: what the sampling saves.
+		every1 := pair(b, d, metrics.Options{SampleEvery: 1})
+		b.Run(fmt.Sprintf("driver=%s/op=getput-timed", name), func(b *testing.B) {
+			interleave(b, 200, getPut(every1["bare"]), getPut(every1["instrumented"]))
 		})
 		require.NoError(b, d.Put(ctx, "held"))
 		b.Run(fmt.Sprintf("driver=%s/op=apply", name), func(b *testing.B) {

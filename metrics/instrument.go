@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,7 +58,16 @@ type Options struct {
 	// Buckets of the latency histogram in seconds; nil means
 	// DefaultBuckets().
 	Buckets []float64
+	// SampleEvery times one Get and one Put in SampleEvery; 0 means
+	// DefaultSampleEvery, 1 times every call. A Get or Put of a layer
+	// that is already mounted takes microseconds, and the two clock reads
+	// that time it would add several percent; every call is still counted
+	// in strata_operations_total. All other operations are always timed.
+	SampleEvery int
 }
+
+// DefaultSampleEvery is Options.SampleEvery's default.
+const DefaultSampleEvery = 8
 
 // DefaultBuckets returns the latency buckets used when Options.Buckets is
 // nil. They span a refcounted Get of a mounted layer (tens of
@@ -162,9 +172,17 @@ func Instrument(d driver.Driver, reg prometheus.Registerer, opts Options) (drive
 	}
 
 	in := &instrumented{inner: d, reg: reg, epoch: time.Now()}
+	for o := range numOps {
+		in.every[o] = 1
+	}
+	every := opts.SampleEvery
+	if every <= 0 {
+		every = DefaultSampleEvery
+	}
+	in.every[opGet], in.every[opPut] = uint64(every), uint64(every)
 	in.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: ns, Name: "operation_duration_seconds",
-		Help:        "Time taken by driver operations. A diff is timed from the call until its stream is closed.",
+		Help:        "Time taken by driver operations; Get and Put are sampled (see strata_operations_total for counts). A diff is timed from the call until its stream is closed.",
 		ConstLabels: constLabels, Buckets: buckets,
 	}, []string{"op"})
 	in.errs = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -202,7 +220,9 @@ func Instrument(d driver.Driver, reg prometheus.Registerer, opts Options) (drive
 	}
 	in.layers.Set(float64(n))
 
-	cs := []prometheus.Collector{in.duration, in.errs, in.mounts, in.layers, in.applied, in.diffed}
+	ops := opsCollector{in: in, desc: prometheus.NewDesc(prometheus.BuildFQName(ns, "", "operations_total"),
+		"Driver operations called, failed ones included.", []string{"op"}, constLabels)}
+	cs := []prometheus.Collector{in.duration, ops, in.errs, in.mounts, in.layers, in.applied, in.diffed}
 	lister, _ := d.(driver.Lister)
 	reporter, _ := d.(driver.CopyUpReporter)
 	if lister != nil && reporter != nil {
@@ -235,6 +255,21 @@ func countLayers(d driver.Driver) (int, error) {
 	return d.Status(ctx).Layers, nil
 }
 
+// opsCollector reports instrumented.calls: one atomic add per call is all
+// the counting costs.
+type opsCollector struct {
+	in   *instrumented
+	desc *prometheus.Desc
+}
+
+func (c opsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c opsCollector) Collect(ch chan<- prometheus.Metric) {
+	for o := range numOps {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(c.in.calls[o].Load()), o.String())
+	}
+}
+
 // instrumented is the decorator without optional capabilities; wrap adds
 // them to match the inner driver.
 type instrumented struct {
@@ -242,9 +277,12 @@ type instrumented struct {
 	reg   prometheus.Registerer
 
 	// epoch is the base of monotonic clock readings: time.Since(epoch)
-	// reads one clock where time.Now reads two, and the decorator reads
-	// the clock twice per call.
-	epoch    time.Time
+	// reads one clock where time.Now reads two.
+	epoch time.Time
+	// calls counts every call per operation (strata_operations_total);
+	// every[o] > 1 times only one call of o in every[o].
+	calls    [numOps]atomic.Uint64
+	every    [numOps]uint64
 	duration *prometheus.HistogramVec
 	obs      [numOps]prometheus.Observer // pre-resolved: no label look-up per call
 	errs     *prometheus.CounterVec
@@ -262,12 +300,23 @@ type instrumented struct {
 // Unwrap returns the driver Instrument was given.
 func (in *instrumented) Unwrap() driver.Driver { return in.inner }
 
-// now is the time since in.epoch.
-func (in *instrumented) now() time.Duration { return time.Since(in.epoch) }
+// untimed is begin's start of a call whose latency is not sampled.
+const untimed = time.Duration(-1)
 
-// done records one operation that started at start (from now).
+// begin counts a call of o and returns its start time, or untimed.
+func (in *instrumented) begin(o op) time.Duration {
+	n := in.calls[o].Add(1)
+	if every := in.every[o]; every > 1 && n%every != 1 {
+		return untimed
+	}
+	return time.Since(in.epoch)
+}
+
+// done records the end of a call that begin started.
 func (in *instrumented) done(o op, start time.Duration, err error) {
-	in.obs[o].Observe((in.now() - start).Seconds())
+	if start != untimed {
+		in.obs[o].Observe((time.Since(in.epoch) - start).Seconds())
+	}
 	if err != nil {
 		in.errs.WithLabelValues(o.String(), ErrorKind(err)).Inc()
 	}
@@ -277,7 +326,7 @@ func (in *instrumented) Name() string          { return in.inner.Name() }
 func (in *instrumented) Exists(id string) bool { return in.inner.Exists(id) }
 
 func (in *instrumented) Create(ctx context.Context, id, parent string, opts *driver.CreateOpts) error {
-	start := in.now()
+	start := in.begin(opCreate)
 	err := in.inner.Create(ctx, id, parent, opts)
 	in.done(opCreate, start, err)
 	if err == nil {
@@ -288,7 +337,7 @@ func (in *instrumented) Create(ctx context.Context, id, parent string, opts *dri
 }
 
 func (in *instrumented) Remove(ctx context.Context, id string) error {
-	start := in.now()
+	start := in.begin(opRemove)
 	err := in.inner.Remove(ctx, id)
 	in.done(opRemove, start, err)
 	if err == nil {
@@ -299,7 +348,7 @@ func (in *instrumented) Remove(ctx context.Context, id string) error {
 }
 
 func (in *instrumented) Get(ctx context.Context, id string, opts *driver.MountOpts) (string, error) {
-	start := in.now()
+	start := in.begin(opGet)
 	p, err := in.inner.Get(ctx, id, opts)
 	in.done(opGet, start, err)
 	if err == nil {
@@ -309,7 +358,7 @@ func (in *instrumented) Get(ctx context.Context, id string, opts *driver.MountOp
 }
 
 func (in *instrumented) Put(ctx context.Context, id string) error {
-	start := in.now()
+	start := in.begin(opPut)
 	err := in.inner.Put(ctx, id)
 	in.done(opPut, start, err)
 	if err == nil {
@@ -319,7 +368,7 @@ func (in *instrumented) Put(ctx context.Context, id string) error {
 }
 
 func (in *instrumented) Diff(ctx context.Context, id string) (io.ReadCloser, error) {
-	start := in.now()
+	start := in.begin(opDiff)
 	rc, err := in.inner.Diff(ctx, id)
 	if err != nil {
 		in.done(opDiff, start, err)
@@ -329,14 +378,14 @@ func (in *instrumented) Diff(ctx context.Context, id string) (io.ReadCloser, err
 }
 
 func (in *instrumented) Changes(ctx context.Context, id string) ([]driver.Change, error) {
-	start := in.now()
+	start := in.begin(opChanges)
 	ch, err := in.inner.Changes(ctx, id)
 	in.done(opChanges, start, err)
 	return ch, err
 }
 
 func (in *instrumented) ApplyDiff(ctx context.Context, id string, tar io.Reader) (int64, error) {
-	start := in.now()
+	start := in.begin(opApply)
 	n, err := in.inner.ApplyDiff(ctx, id, tar)
 	in.done(opApply, start, err)
 	if err == nil && n > 0 {
@@ -346,14 +395,14 @@ func (in *instrumented) ApplyDiff(ctx context.Context, id string, tar io.Reader)
 }
 
 func (in *instrumented) DiffSize(ctx context.Context, id string) (int64, error) {
-	start := in.now()
+	start := in.begin(opDiffSize)
 	n, err := in.inner.DiffSize(ctx, id)
 	in.done(opDiffSize, start, err)
 	return n, err
 }
 
 func (in *instrumented) Status(ctx context.Context) driver.Status {
-	start := in.now()
+	start := in.begin(opStatus)
 	s := in.inner.Status(ctx)
 	in.done(opStatus, start, nil)
 	return s
@@ -417,7 +466,7 @@ type lister struct {
 }
 
 func (x lister) Layers(ctx context.Context) ([]driver.LayerInfo, error) {
-	start := x.in.now()
+	start := x.in.begin(opLayers)
 	ls, err := x.l.Layers(ctx)
 	x.in.done(opLayers, start, err)
 	return ls, err
@@ -429,7 +478,7 @@ type copyUpReporter struct {
 }
 
 func (x copyUpReporter) CopyUp(ctx context.Context, id string) (driver.CopyUpStats, error) {
-	start := x.in.now()
+	start := x.in.begin(opCopyUp)
 	st, err := x.r.CopyUp(ctx, id)
 	x.in.done(opCopyUp, start, err)
 	return st, err
@@ -443,7 +492,7 @@ type quota struct {
 func (x quota) QuotaScope() (driver.QuotaScope, error) { return x.q.QuotaScope() }
 
 func (x quota) QuotaUsage(ctx context.Context, id string) (driver.QuotaUsage, error) {
-	start := x.in.now()
+	start := x.in.begin(opQuotaUsed)
 	u, err := x.q.QuotaUsage(ctx, id)
 	x.in.done(opQuotaUsed, start, err)
 	return u, err

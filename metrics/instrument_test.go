@@ -231,3 +231,29 @@ func TestNoIDLabelUnlessPerLayer(t *testing.T) {
 		})
 	}
 }
+
+// Get and Put are timed one call in SampleEvery and counted on every
+// call; with SampleEvery 1 every call is timed.
+func TestSampling(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct{ every, calls, timed int }{
+		{1, 10, 10}, {4, 10, 3}, {0, 10, 2}, {0, 1, 1},
+	} {
+		f := newFake()
+		require.NoError(t, f.Create(ctx, "a", "", nil))
+		reg := prometheus.NewPedanticRegistry()
+		d, err := metrics.Instrument(f, reg, metrics.Options{SampleEvery: c.every})
+		require.NoError(t, err)
+		for range c.calls {
+			_, err := d.Get(ctx, "a", nil)
+			require.NoError(t, err)
+			require.NoError(t, d.Put(ctx, "a"))
+		}
+		s := scrape(t, reg)
+		for _, op := range []string{metrics.OpGet, metrics.OpPut} {
+			assert.Equal(t, float64(c.calls), value(t, s, "strata_operations_total", map[string]string{"op": op}), "%+v", c)
+			assert.Equal(t, float64(c.timed), value(t, s, "strata_operation_duration_seconds", map[string]string{"op": op}), "%+v", c)
+		}
+		require.NoError(t, d.Close())
+	}
+}

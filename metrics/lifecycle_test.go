@@ -31,7 +31,11 @@ func checkLifecycle(t *testing.T, inner driver.Driver) {
 	_, q1 := inner.(driver.Quota)
 	_, q2 := d.(driver.Quota)
 	assert.Equal(t, [3]bool{l1, c1, q1}, [3]bool{l2, c2, q2}, "capabilities kept")
+	// op is how often op was called; timed how often it was timed.
 	op := func(op string) float64 {
+		return value(t, reg, "strata_operations_total", map[string]string{"driver": name, "op": op})
+	}
+	timed := func(op string) float64 {
 		return value(t, reg, "strata_operation_duration_seconds", map[string]string{"driver": name, "op": op})
 	}
 	gauge := func(metric string) float64 {
@@ -69,6 +73,8 @@ func checkLifecycle(t *testing.T, inner driver.Driver) {
 	assert.Equal(t, 0.0, gauge("strata_active_mounts"))
 	assert.Equal(t, 2.0, op(metrics.OpGet))
 	assert.Equal(t, 2.0, op(metrics.OpPut))
+	assert.Equal(t, 1.0, timed(metrics.OpGet), "the first of every %d Gets is timed", metrics.DefaultSampleEvery)
+	assert.Equal(t, 1.0, timed(metrics.OpPut))
 
 	rc, err := d.Diff(ctx, "base")
 	require.NoError(t, err)
@@ -76,14 +82,15 @@ func checkLifecycle(t *testing.T, inner driver.Driver) {
 	_, err = io.ReadFull(rc, half)
 	require.NoError(t, err)
 	assert.Equal(t, 512.0, gauge("strata_diffed_bytes_total"), "counted as read")
-	assert.Equal(t, 0.0, op(metrics.OpDiff), "a diff is timed until its stream closes")
+	assert.Equal(t, 1.0, op(metrics.OpDiff))
+	assert.Equal(t, 0.0, timed(metrics.OpDiff), "a diff is timed until its stream closes")
 	rest, err := io.ReadAll(rc)
 	require.NoError(t, err)
 	require.NoError(t, rc.Close())
 	assert.Equal(t, float64(512+len(rest)), gauge("strata_diffed_bytes_total"))
-	assert.Equal(t, 1.0, op(metrics.OpDiff))
+	assert.Equal(t, 1.0, timed(metrics.OpDiff))
 	require.NoError(t, rc.Close(), "second Close")
-	assert.Equal(t, 1.0, op(metrics.OpDiff), "a second Close is not a second diff")
+	assert.Equal(t, 1.0, timed(metrics.OpDiff), "a second Close is not a second diff")
 
 	_, err = d.Changes(ctx, "ctr")
 	require.NoError(t, err)
@@ -97,6 +104,9 @@ func checkLifecycle(t *testing.T, inner driver.Driver) {
 	require.NoError(t, d.Remove(ctx, "base"))
 	assert.Equal(t, 0.0, gauge("strata_layers"))
 	assert.Equal(t, 2.0, op(metrics.OpRemove))
+	for _, o := range []string{metrics.OpCreate, metrics.OpApply, metrics.OpChanges, metrics.OpDiffSize, metrics.OpRemove} {
+		assert.Equal(t, op(o), timed(o), "%s is timed on every call", o)
+	}
 
 	assert.Equal(t, 0, testutil.CollectAndCount(reg, "strata_operation_errors_total"), "no errors happened")
 	problems, err := testutil.GatherAndLint(reg)
@@ -150,7 +160,8 @@ func checkErrorKinds(t *testing.T, inner driver.Driver) {
 	assert.Equal(t, 0.0, value(t, reg, "strata_applied_bytes_total", nil), "a failed ApplyDiff adds no bytes")
 
 	// Failed calls are timed as well as counted.
-	assert.Equal(t, 4.0, value(t, reg, "strata_operation_duration_seconds", map[string]string{"op": metrics.OpCreate}), "two failed creates and two that worked")
+	assert.Equal(t, 4.0, value(t, reg, "strata_operations_total", map[string]string{"op": metrics.OpCreate}), "two failed creates and two that worked")
+	assert.Equal(t, 4.0, value(t, reg, "strata_operation_duration_seconds", map[string]string{"op": metrics.OpCreate}))
 	assert.Equal(t, 8, testutil.CollectAndCount(reg, "strata_operation_errors_total"), "one series per provoked error")
 
 	require.NoError(t, d.Remove(ctx, "ctr"))
