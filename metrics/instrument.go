@@ -12,6 +12,31 @@
 // never carry layer IDs (they are unbounded) except on the per-layer
 // copy-up gauges, which exist only with Options.PerLayer.
 //
+// # Metrics
+//
+// With the default Namespace "strata" and a constant label driver (the
+// backend's name) on every series:
+//
+//	strata_operations_total{op}               calls, failed ones included
+//	strata_operation_duration_seconds{op}     latency (Get/Put sampled, see Options.SampleEvery)
+//	strata_operation_errors_total{op,kind}    failures by errors.Is class (see ErrorKind)
+//	strata_active_mounts                      Gets not yet Put
+//	strata_layers                             layers on the root
+//	strata_applied_bytes_total                what ApplyDiff unpacked
+//	strata_diffed_bytes_total                 what callers read from Diff streams
+//
+// and, when the backend has both driver.Lister and driver.CopyUpReporter,
+// gauges of what copy-on-write did, summed over writable layers and read
+// at scrape time (cached per layer, within a time budget per scrape):
+//
+//	strata_writable_layers, strata_copyup_files, strata_copyup_bytes,
+//	strata_new_files, strata_new_bytes, strata_copyup_stale_layers,
+//	strata_copyup_errors_total
+//
+// With Options.PerLayer the same per writable layer, labelled id:
+// strata_layer_copyup_files, strata_layer_copyup_bytes,
+// strata_layer_new_files, strata_layer_new_bytes.
+//
 // The decorated driver keeps the optional capabilities of the inner one:
 // a type assertion to driver.Lister, driver.CopyUpReporter or driver.Quota
 // succeeds on it exactly when it succeeds on the inner driver (moby#33734
