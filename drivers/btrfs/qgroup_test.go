@@ -51,7 +51,13 @@ func writeUntilFull(path string, max int) (int, error) {
 }
 
 func TestQuotaStopsWritesAtLimit(t *testing.T) {
-	d, root := newTestDriver(t, 1<<30, Options{})
+	for _, mode := range []QuotaMode{QuotaOnDemand, QuotaSimple} {
+		t.Run(string(mode), func(t *testing.T) { testQuotaStopsWrites(t, mode) })
+	}
+}
+
+func testQuotaStopsWrites(t *testing.T, mode QuotaMode) {
+	d, root := newTestDriver(t, 1<<30, Options{Quota: mode})
 	ctx := context.Background()
 	const limit = 8 << 20
 	must(t, d.Create(ctx, "base", "", nil))
