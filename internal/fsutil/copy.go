@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 )
@@ -41,7 +43,14 @@ func (m CopyMode) String() string {
 // CopyOptions are the options of CopyTreeWith.
 type CopyOptions struct {
 	Mode CopyMode
+	// Workers is how many files are copied at once (0: DefaultCopyWorkers).
+	// Creating and filling files is mostly waiting on the filesystem, so a
+	// few in flight beat one even on a single core.
+	Workers int
 }
+
+// DefaultCopyWorkers is the number of files CopyTree copies at once.
+const DefaultCopyWorkers = 4
 
 // CopyStats says what CopyTree did.
 type CopyStats struct {
@@ -75,6 +84,12 @@ func CopyTree(ctx context.Context, src, dst string) (CopyStats, error) {
 // following them, devices, fifos and mtimes to the nanosecond (symlinks and
 // directories included). Sockets are skipped and listed in Skipped.
 //
+// One goroutine walks the tree and makes directories, symlinks and special
+// files; regular files go to opts.Workers goroutines. Hardlinks are made
+// once every file is in, and directories get their owner, mode, xattrs
+// and times last, deepest first, because adding entries changes them.
+// Memory grows with the number of directories and hardlinks, not files.
+//
 // It does not sync: a caller that publishes dst syncs it (Syncfs). On error
 // dst is left half-made for the caller to remove.
 func CopyTreeWith(ctx context.Context, src, dst string, opts CopyOptions) (CopyStats, error) {
@@ -85,30 +100,123 @@ func CopyTreeWith(ctx context.Context, src, dst string, opts CopyOptions) (CopyS
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return CopyStats{}, fmt.Errorf("copy tree: %s is not a directory", src)
 	}
-	c := &copier{
-		ctx:     ctx,
-		mode:    opts.Mode,
-		reflink: opts.Mode != CopyPlain,
-		cfr:     opts.Mode == CopyAuto,
-		links:   map[devIno]string{},
+	workers := opts.Workers
+	if workers <= 0 {
+		workers = DefaultCopyWorkers
 	}
-	err := c.dir(src, dst, &st)
-	return c.stats, err
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c := &copier{
+		ctx:    ctx,
+		cancel: cancel,
+		mode:   opts.Mode,
+		links:  map[devIno]string{},
+		jobs:   make(chan fileJob, workers*4),
+	}
+	c.reflink.Store(opts.Mode != CopyPlain)
+	c.cfr.Store(opts.Mode == CopyAuto)
+	for i := 0; i < workers; i++ {
+		c.wg.Add(1)
+		go c.worker()
+	}
+	werr := c.dir(src, dst, &st)
+	close(c.jobs)
+	c.wg.Wait()
+	if err := c.firstErr(werr); err != nil {
+		return c.stats, err
+	}
+	for _, l := range c.hardlinks {
+		if err := ctx.Err(); err != nil {
+			return c.stats, err
+		}
+		if err := unix.Link(l.old, l.new); err != nil {
+			return c.stats, &os.LinkError{Op: "link", Old: l.old, New: l.new, Err: err}
+		}
+		c.stats.Hardlinks++
+	}
+	for i := len(c.dirs) - 1; i >= 0; i-- {
+		if err := ctx.Err(); err != nil {
+			return c.stats, err
+		}
+		dj := &c.dirs[i]
+		if err := meta(dj.src, dj.dst, &dj.st, -1); err != nil {
+			return c.stats, err
+		}
+	}
+	return c.stats, nil
 }
 
 type devIno struct{ dev, ino uint64 }
+
+type fileJob struct {
+	src, dst string
+	st       unix.Stat_t
+}
+
+type linkJob struct{ old, new string }
 
 // copier is the state of one CopyTree call. What the filesystem turned out
 // not to support is remembered here, never globally: two trees on two
 // filesystems are copied independently.
 type copier struct {
 	ctx     context.Context
+	cancel  context.CancelFunc
 	mode    CopyMode
-	reflink bool // FICLONE still worth trying
-	cfr     bool // copy_file_range still worth trying
-	links   map[devIno]string
-	buf     []byte
-	stats   CopyStats
+	reflink atomic.Bool // FICLONE still worth trying
+	cfr     atomic.Bool // copy_file_range still worth trying
+	jobs    chan fileJob
+	wg      sync.WaitGroup
+
+	// Only the walking goroutine uses these.
+	links     map[devIno]string
+	hardlinks []linkJob
+	dirs      []fileJob // in walk order: parents before children
+
+	mu    sync.Mutex // guards stats and err once workers run
+	stats CopyStats
+	err   error
+}
+
+func (c *copier) fail(err error) {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = err
+	}
+	c.mu.Unlock()
+	c.cancel()
+}
+
+// firstErr prefers the workers' error: the walker's is then usually just
+// the cancellation it caused.
+func (c *copier) firstErr(walkErr error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	return walkErr
+}
+
+func (c *copier) worker() {
+	defer c.wg.Done()
+	var buf []byte
+	for j := range c.jobs {
+		if c.ctx.Err() != nil {
+			continue // drain, so the walker never blocks
+		}
+		reflinked, err := c.file(j.src, j.dst, &j.st, &buf)
+		if err != nil {
+			c.fail(err)
+			continue
+		}
+		c.mu.Lock()
+		c.stats.Files++
+		c.stats.Bytes += j.st.Size
+		if reflinked {
+			c.stats.Reflinked++
+		}
+		c.mu.Unlock()
+	}
 }
 
 func (c *copier) dir(src, dst string, st *unix.Stat_t) error {
@@ -120,7 +228,8 @@ func (c *copier) dir(src, dst string, st *unix.Stat_t) error {
 	if err := unix.Mkdir(dst, 0o700); err != nil {
 		return &os.PathError{Op: "mkdir", Path: dst, Err: err}
 	}
-	c.stats.Dirs++
+	c.count(func(s *CopyStats) { s.Dirs++ })
+	c.dirs = append(c.dirs, fileJob{src: src, dst: dst, st: *st})
 	f, err := os.Open(src)
 	if err != nil {
 		return err
@@ -135,8 +244,13 @@ func (c *copier) dir(src, dst string, st *unix.Stat_t) error {
 			return err
 		}
 	}
-	// Set after the contents: creating entries changes a directory's mtime.
-	return c.meta(src, dst, st, -1)
+	return nil
+}
+
+func (c *copier) count(fn func(*CopyStats)) {
+	c.mu.Lock()
+	fn(&c.stats)
+	c.mu.Unlock()
 }
 
 func (c *copier) entry(src, dst string) error {
@@ -152,23 +266,26 @@ func (c *copier) entry(src, dst string) error {
 		return c.dir(src, dst, &st)
 	}
 	if typ == unix.S_IFSOCK {
-		c.stats.Skipped = append(c.stats.Skipped, src+": socket (a layer cannot hold one)")
+		c.count(func(s *CopyStats) { s.Skipped = append(s.Skipped, src+": socket (a layer cannot hold one)") })
 		return nil
 	}
 	if st.Nlink > 1 {
 		key := devIno{uint64(st.Dev), st.Ino}
 		if first, ok := c.links[key]; ok {
-			if err := unix.Link(first, dst); err != nil {
-				return &os.LinkError{Op: "link", Old: first, New: dst, Err: err}
-			}
-			c.stats.Hardlinks++
+			// The first name may still be in a worker's hands.
+			c.hardlinks = append(c.hardlinks, linkJob{old: first, new: dst})
 			return nil
 		}
 		c.links[key] = dst
 	}
 	switch typ {
 	case unix.S_IFREG:
-		return c.file(src, dst, &st)
+		select {
+		case c.jobs <- fileJob{src: src, dst: dst, st: st}:
+			return nil
+		case <-c.ctx.Done():
+			return c.ctx.Err()
+		}
 	case unix.S_IFLNK:
 		target, err := os.Readlink(src)
 		if err != nil {
@@ -177,59 +294,55 @@ func (c *copier) entry(src, dst string) error {
 		if err := unix.Symlink(target, dst); err != nil {
 			return &os.LinkError{Op: "symlink", Old: target, New: dst, Err: err}
 		}
-		c.stats.Symlinks++
+		c.count(func(s *CopyStats) { s.Symlinks++ })
 	case unix.S_IFCHR, unix.S_IFBLK, unix.S_IFIFO:
 		if err := unix.Mknod(dst, typ|0o600, int(st.Rdev)); err != nil {
 			return &os.PathError{Op: "mknod", Path: dst, Err: err}
 		}
-		c.stats.Specials++
+		c.count(func(s *CopyStats) { s.Specials++ })
 	default:
 		return fmt.Errorf("copy tree: %s: unknown file type %#o", src, typ)
 	}
-	return c.meta(src, dst, &st, -1)
+	return meta(src, dst, &st, -1)
 }
 
-func (c *copier) file(src, dst string, st *unix.Stat_t) error {
+// file copies one regular file and reports whether it was cloned.
+func (c *copier) file(src, dst string, st *unix.Stat_t, buf *[]byte) (bool, error) {
 	in, err := unix.Open(src, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return &os.PathError{Op: "open", Path: src, Err: err}
+		return false, &os.PathError{Op: "open", Path: src, Err: err}
 	}
 	defer unix.Close(in)
 	out, err := unix.Open(dst, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return &os.PathError{Op: "create", Path: dst, Err: err}
+		return false, &os.PathError{Op: "create", Path: dst, Err: err}
 	}
-	err = c.content(in, out, src, dst, st)
+	reflinked, err := c.content(in, out, src, dst, st, buf)
 	if err == nil {
 		// Owner, mode and xattrs after the content: writing clears
 		// security.capability and the setuid bits.
-		err = c.meta(src, dst, st, out)
+		err = meta(src, dst, st, out)
 	}
 	if cerr := unix.Close(out); err == nil && cerr != nil {
 		err = &os.PathError{Op: "close", Path: dst, Err: cerr}
 	}
-	if err == nil {
-		c.stats.Files++
-		c.stats.Bytes += st.Size
-	}
-	return err
+	return reflinked, err
 }
 
-func (c *copier) content(in, out int, src, dst string, st *unix.Stat_t) error {
+func (c *copier) content(in, out int, src, dst string, st *unix.Stat_t, buf *[]byte) (bool, error) {
 	if st.Size == 0 {
-		return nil
+		return false, nil
 	}
-	if c.reflink {
+	if c.reflink.Load() {
 		err := unix.IoctlFileClone(out, in)
 		if err == nil {
-			c.stats.Reflinked++
-			return nil
+			return true, nil
 		}
 		if c.mode == CopyReflink {
-			return fmt.Errorf("copy tree: reflink %s to %s: %w", src, dst, err)
+			return false, fmt.Errorf("copy tree: reflink %s to %s: %w", src, dst, err)
 		}
 		if noSupport(err) {
-			c.reflink = false
+			c.reflink.Store(false)
 		}
 		// Other errors (EINVAL for a nodatacow or swap file on btrfs) are
 		// about this file only: copy it the other way.
@@ -237,7 +350,7 @@ func (c *copier) content(in, out int, src, dst string, st *unix.Stat_t) error {
 	// Only a file with fewer blocks than its size can have holes; skip the
 	// two lseeks for the rest.
 	if st.Blocks*512 >= st.Size {
-		return c.copyRange(in, out, 0, st.Size, src, dst)
+		return false, c.copyRange(in, out, 0, st.Size, src, dst, buf)
 	}
 	var off int64
 	for off < st.Size {
@@ -255,26 +368,27 @@ func (c *copier) content(in, out int, src, dst string, st *unix.Stat_t) error {
 				hole = min(h, st.Size)
 			}
 		}
-		if err := c.copyRange(in, out, data, hole, src, dst); err != nil {
-			return err
+		if err := c.copyRange(in, out, data, hole, src, dst, buf); err != nil {
+			return false, err
 		}
 		off = hole
 	}
 	// A trailing hole is made by setting the length.
 	if err := unix.Ftruncate(out, st.Size); err != nil {
-		return &os.PathError{Op: "truncate", Path: dst, Err: err}
+		return false, &os.PathError{Op: "truncate", Path: dst, Err: err}
 	}
-	return nil
+	return false, nil
 }
 
-// copyRange copies bytes [off, end) of in to the same offsets of out.
-func (c *copier) copyRange(in, out int, off, end int64, src, dst string) error {
-	for c.cfr && off < end {
+// copyRange copies bytes [off, end) of in to the same offsets of out,
+// through *buf (allocated on first use) when it has to read and write.
+func (c *copier) copyRange(in, out int, off, end int64, src, dst string, buf *[]byte) error {
+	for c.cfr.Load() && off < end {
 		roff, woff := off, off
 		n, err := unix.CopyFileRange(in, &roff, out, &woff, int(min(end-off, 1<<30)), 0)
 		if err != nil {
 			if noSupport(err) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EBADF) {
-				c.cfr = false
+				c.cfr.Store(false)
 				break
 			}
 			return fmt.Errorf("copy tree: copy_file_range %s to %s: %w", src, dst, err)
@@ -287,14 +401,15 @@ func (c *copier) copyRange(in, out int, off, end int64, src, dst string) error {
 	if off >= end {
 		return nil
 	}
-	if c.buf == nil {
-		c.buf = make([]byte, 1<<20)
+	if *buf == nil {
+		*buf = make([]byte, 1<<20)
 	}
+	b := *buf
 	for off < end {
 		if err := c.ctx.Err(); err != nil {
 			return err
 		}
-		n, err := unix.Pread(in, c.buf[:min(end-off, int64(len(c.buf)))], off)
+		n, err := unix.Pread(in, b[:min(end-off, int64(len(b)))], off)
 		if err == unix.EINTR {
 			continue
 		}
@@ -305,7 +420,7 @@ func (c *copier) copyRange(in, out int, off, end int64, src, dst string) error {
 			return nil
 		}
 		for w := 0; w < n; {
-			m, err := unix.Pwrite(out, c.buf[w:n], off+int64(w))
+			m, err := unix.Pwrite(out, b[w:n], off+int64(w))
 			if err == unix.EINTR {
 				continue
 			}
@@ -330,7 +445,7 @@ func noSupport(err error) bool {
 // order: chown clears setuid bits and security.capability, and setting
 // anything but times changes ctime only. fd is dst opened for writing, or
 // -1 to work by path without following a symlink.
-func (c *copier) meta(src, dst string, st *unix.Stat_t, fd int) error {
+func meta(src, dst string, st *unix.Stat_t, fd int) error {
 	var err error
 	if fd >= 0 {
 		err = unix.Fchown(fd, int(st.Uid), int(st.Gid))

@@ -236,3 +236,31 @@ func TestCopyTreeReflinksOnBtrfs(t *testing.T) {
 		}
 	}
 }
+
+// TestCopyTreeWorkers copies a wide tree with hardlinks that cross
+// directories (their first name may still be in a worker's hands when the
+// walk meets the second) with one worker and with many.
+func TestCopyTreeWorkers(t *testing.T) {
+	base := tempDir(t)
+	src := filepath.Join(base, "src")
+	for d := 0; d < 10; d++ {
+		dir := filepath.Join(src, "d"+strings.Repeat("x", d))
+		must(t, os.MkdirAll(dir, 0o755))
+		for f := 0; f < 40; f++ {
+			must(t, os.WriteFile(filepath.Join(dir, "f"+strings.Repeat("y", f)), []byte(strings.Repeat("c", d*100+f)), 0o644))
+		}
+		if d > 0 {
+			must(t, os.Link(filepath.Join(src, "d", "fyy"), filepath.Join(dir, "link")))
+		}
+		must(t, os.Chmod(dir, 0o555))
+	}
+	for _, workers := range []int{1, 16} {
+		dst := filepath.Join(base, "dst"+strings.Repeat("w", workers))
+		st, err := fsutil.CopyTreeWith(context.Background(), src, dst, fsutil.CopyOptions{Workers: workers})
+		must(t, err)
+		requireSame(t, src, dst)
+		if st.Files != 400 || st.Hardlinks != 9 || st.Dirs != 11 {
+			t.Errorf("workers=%d: stats %+v, want 400 files, 9 hardlinks, 11 dirs", workers, st)
+		}
+	}
+}
