@@ -1,7 +1,3 @@
-// Package conformance is the one test suite every strata backend passes.
-// A backend registers a Backend (how to make a root, how to open the
-// driver, what it cannot do) and calls Run from a test and Bench from a
-// benchmark; the suite never switches on the backend's name, only on Caps.
 package conformance
 
 import (
