@@ -242,7 +242,9 @@ func (d *Driver) Create(ctx context.Context, id, parent string, opts *driver.Cre
 		if !d.store.Exists(parent) {
 			err = fmt.Errorf("parent %s: %w", parent, driver.ErrLayerNotFound)
 		} else {
-			err = cbtrfs.SubvolSnapshot(path, d.layerPath(parent), false)
+			// A read-only child is born read-only, in the snapshot's own
+			// transaction commit, which also makes it durable.
+			err = cbtrfs.SubvolSnapshot(path, d.layerPath(parent), !opts.Writable)
 		}
 		unlock()
 	}
@@ -253,7 +255,7 @@ func (d *Driver) Create(ctx context.Context, id, parent string, opts *driver.Cre
 		ID: id, Parent: parent, Writable: opts.Writable, State: store.Ready,
 		Labels: opts.Labels, SizeLimit: limit, Extra: map[string]string{},
 	}
-	err = d.finishCreate(path, &rec)
+	err = d.finishCreate(path, &rec, parent == "")
 	if err == nil {
 		err = d.store.Put(rec)
 	}
@@ -267,9 +269,11 @@ func (d *Driver) Create(ctx context.Context, id, parent string, opts *driver.Cre
 }
 
 // finishCreate sets the new subvolume's limit and flags and notes its
-// snapshot generation in rec. The subvolume is synced so that the record
-// published next never names data that a power cut could lose.
-func (d *Driver) finishCreate(path string, rec *store.Record) error {
+// snapshot generation in rec. What it changes is committed so that the
+// record published next never names a subvolume, flag or limit that a
+// power cut could lose; a snapshot needs no extra commit unless a limit
+// was set, since creating it committed a transaction already.
+func (d *Driver) finishCreate(path string, rec *store.Record, fresh bool) error {
 	f, err := openDir(path)
 	if err != nil {
 		return err
@@ -285,13 +289,13 @@ func (d *Driver) finishCreate(path string, rec *store.Record) error {
 			return err
 		}
 	}
-	if !rec.Writable {
+	if fresh && !rec.Writable {
 		if err := setReadOnly(path, true); err != nil {
 			return err
 		}
 	}
-	if err := syncFS(f); err != nil {
-		return err
+	if fresh || rec.SizeLimit > 0 {
+		return syncFS(f)
 	}
 	return nil
 }
