@@ -273,8 +273,9 @@ func (d *Driver) Get(ctx context.Context, id string, opts *driver.MountOpts) (st
 		}
 		s.volatile = opts.Volatile
 	}
+	marked := false
 	if s.upper != "" {
-		if err := d.prepareUpper(id, s.volatile); err != nil {
+		if marked, err = d.prepareUpper(id, s.volatile); err != nil {
 			return "", driver.Wrap("get", id, err)
 		}
 	}
@@ -286,6 +287,10 @@ func (d *Driver) Get(ctx context.Context, id string, opts *driver.MountOpts) (st
 	}
 	how, err := d.mountOverlay(s)
 	if err != nil {
+		if marked {
+			// Never mounted volatile after all: nothing to discard later.
+			os.Remove(filepath.Join(d.layerDir(id), volatileFile))
+		}
 		return "", driver.Wrap("get", id, err)
 	}
 	d.mu.Lock()
@@ -323,29 +328,32 @@ func (d *Driver) Put(ctx context.Context, id string) error {
 // volatile mount and refuses the work dir until it is gone; it is removed
 // here rather than in Put, which then costs no more than the unmount
 // (an rmdir on a busy ext4 journal takes milliseconds).
-func (d *Driver) prepareUpper(id string, volatile bool) error {
+//
+// It reports whether it wrote the volatile marker (the layer had none).
+func (d *Driver) prepareUpper(id string, volatile bool) (marked bool, err error) {
 	marker := filepath.Join(d.layerDir(id), volatileFile)
 	b, err := os.ReadFile(marker)
 	switch {
 	case err == nil:
 		if err := os.RemoveAll(filepath.Join(d.workDir(id), "work", "incompat")); err != nil {
-			return err
+			return false, err
 		}
 	case !errors.Is(err, os.ErrNotExist):
-		return err
+		return false, err
 	}
+	had := err == nil
 	if !volatile {
-		return nil
+		return false, nil
 	}
 	if !d.host.volatile {
-		return fmt.Errorf("%w: the kernel refused the overlay volatile option (needs Linux 5.10+)", driver.ErrNotSupported)
+		return false, fmt.Errorf("%w: the kernel refused the overlay volatile option (needs Linux 5.10+)", driver.ErrNotSupported)
 	}
 	if strings.TrimSpace(string(b)) == d.bootID {
-		return nil
+		return false, nil
 	}
 	// Mark before mounting: whatever happens next, a layer that may hold
 	// unsynced data is known as such, with the boot that cached it.
-	return fsutil.WriteFileAtomic(marker, []byte(d.bootID+"\n"), 0o600)
+	return !had, fsutil.WriteFileAtomic(marker, []byte(d.bootID+"\n"), 0o600)
 }
 
 func (d *Driver) unmount(id string) error {
