@@ -149,10 +149,10 @@ func filledBase(t testing.TB, d *Driver) string {
 	return dir
 }
 
-// loopFS makes a filesystem of the given type on a sparse file under
+// loopFS makes a filesystem of size bytes on a sparse file under
 // /var/tmp, mounts it through a loop device (mount -o loop sets autoclear,
 // so the device goes with the unmount) and returns the mountpoint.
-func loopFS(t testing.TB, mkfs string, args ...string) string {
+func loopFS(t testing.TB, size int64, mkfs string, args ...string) string {
 	t.Helper()
 	needRoot(t)
 	bin, err := exec.LookPath(mkfs)
@@ -164,7 +164,7 @@ func loopFS(t testing.TB, mkfs string, args ...string) string {
 	must(t, os.Mkdir(mnt, 0o755))
 	f, err := os.Create(img)
 	must(t, err)
-	must(t, f.Truncate(512<<20))
+	must(t, f.Truncate(size))
 	must(t, f.Close())
 	if out, err := exec.Command(bin, append(args, img)...).CombinedOutput(); err != nil {
 		t.Skipf("%s %v: %v: %s", mkfs, args, err, out)

@@ -14,12 +14,12 @@ import (
 )
 
 func TestReflinkOnXFS(t *testing.T) {
-	mnt := loopFS(t, "mkfs.xfs", "-q", "-m", "reflink=1")
+	mnt := loopFS(t, 512<<20, "mkfs.xfs", "-q", "-m", "reflink=1")
 	testReflink(t, mnt, "xfs")
 }
 
 func TestReflinkOnBtrfs(t *testing.T) {
-	mnt := loopFS(t, "mkfs.btrfs", "-q")
+	mnt := loopFS(t, 512<<20, "mkfs.btrfs", "-q")
 	testReflink(t, mnt, "btrfs")
 }
 
