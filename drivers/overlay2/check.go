@@ -33,6 +33,10 @@ type host struct {
 	// nativeDiff: Diff/Changes may read diff/ directly.
 	nativeDiff       bool
 	nativeDiffReason string
+	// inEffect lists redirect_dir=on / metacopy=on as the kernel showed
+	// them in the test mount's options (what it really does, whatever
+	// was asked for).
+	inEffect []string
 }
 
 // fsName names a statfs(2) f_type for Status and for the checks.
@@ -221,6 +225,13 @@ func (h *host) testMounts(dir string, opts Options) error {
 		return notSupported("test mount of overlay failed: %v", err)
 	}
 	h.safeOpts = safe
+	if m, ok, _ := mount.Lookup(merged); ok {
+		for _, o := range []string{"redirect_dir=on", "metacopy=on"} {
+			if m.HasOption(o) {
+				h.inEffect = append(h.inEffect, o)
+			}
+		}
+	}
 	werr := os.Remove(filepath.Join(merged, "a"))
 	if uerr := mount.Unmount(merged, 0); uerr != nil {
 		return fmt.Errorf("overlay2: test mount: %w", uerr)
@@ -288,6 +299,10 @@ func (h *host) decideNativeDiff(opts Options, param func(string) string) {
 			h.nativeDiff, h.nativeDiffReason = false, fmt.Sprintf("mount option %s makes the upper dir hold redirects/metadata-only copies", o)
 			return
 		}
+	}
+	if len(h.inEffect) > 0 {
+		h.nativeDiff, h.nativeDiffReason = false, "the test mount shows "+strings.Join(h.inEffect, ",")+" in effect"
+		return
 	}
 	has := func(o string) bool {
 		for _, s := range h.safeOpts {

@@ -31,8 +31,12 @@ func TestDecideNativeDiff(t *testing.T) {
 		{"metacopy asked for", all, Options{MountOpts: []string{"metacopy=on"}}, off, false, "metacopy=on"},
 		{"redirect_dir asked for", all, Options{MountOpts: []string{"redirect_dir=on"}}, off, false, "redirect_dir=on"},
 		{"forced", all, Options{ForceNaiveDiff: true}, off, false, "naivediff"},
+		{"shown in the test mount", all, Options{}, off, false, "in effect"},
 	} {
 		h := host{safeOpts: c.safe}
+		if strings.HasPrefix(c.name, "shown") {
+			h.inEffect = []string{"metacopy=on"}
+		}
 		h.decideNativeDiff(c.opts, c.param)
 		if h.nativeDiff != c.native || !strings.Contains(h.nativeDiffReason, c.why) {
 			t.Errorf("%s: native=%v reason %q; want %v and a reason naming %q", c.name, h.nativeDiff, h.nativeDiffReason, c.native, c.why)

@@ -127,6 +127,18 @@ func TestMountWays(t *testing.T) {
 	if !errors.Is(err, driver.ErrNotSupported) || !strings.Contains(err.Error(), "mount(2) takes") {
 		t.Errorf("legacy, 160 layers: Get = %v, want ErrNotSupported with the page limit", err)
 	}
+	legacy.Close()
+	// A kernel without "lowerdir+" (before 6.8): auto mode falls back to
+	// relative paths, and past a page says why.
+	old := open(t, root, Options{})
+	old.host.fsconfig, old.host.fsconfigReason = false, "simulated pre-6.8 kernel"
+	if how := get(old, ids[fits+20]); how != "mount-relative" {
+		t.Errorf("no fsconfig, %d layers: mounted with %q, want mount-relative", fits+21, how)
+	}
+	_, err = old.Get(context.Background(), ids[159], &driver.MountOpts{ReadOnly: true})
+	if !errors.Is(err, driver.ErrNotSupported) || !strings.Contains(err.Error(), "simulated pre-6.8 kernel") {
+		t.Errorf("no fsconfig, 160 layers: Get = %v, want ErrNotSupported with the reason", err)
+	}
 	// The working directory of the process is untouched by the chdir
 	// fallback.
 	if wd, _ := os.Getwd(); strings.HasPrefix(wd, root) {
