@@ -224,10 +224,10 @@ func TestMemoryFlat(t *testing.T) {
 		return m1.TotalAlloc - m0.TotalAlloc, m2.TotalAlloc - m1.TotalAlloc
 	}
 	smallA, smallW := alloc(4 << 20)
-	bigA, bigW := alloc(128 << 20)
-	t.Logf("allocated: apply %d KiB (4 MiB layer) vs %d KiB (128 MiB), writedir %d vs %d KiB",
+	bigA, bigW := alloc(64 << 20)
+	t.Logf("allocated: apply %d KiB (4 MiB layer) vs %d KiB (64 MiB), writedir %d vs %d KiB",
 		smallA>>10, bigA>>10, smallW>>10, bigW>>10)
-	// 32x the content may not cost more than a few MiB more: the copy
+	// 16x the content may not cost more than a few MiB more: the copy
 	// buffers are fixed, the rest is per entry.
 	if bigA > smallA+4<<20 || bigW > smallW+4<<20 {
 		t.Errorf("allocation grows with layer size: apply %d -> %d, writedir %d -> %d", smallA, bigA, smallW, bigW)

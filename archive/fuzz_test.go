@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	lg "github.com/stratafs/strata/internal/layergen"
 )
@@ -27,7 +28,11 @@ func FuzzApply(f *testing.F) {
 		victim := filepath.Join(sb, "victim")
 		must(t, os.WriteFile(victim, []byte(lg.VictimContent), 0o644))
 		for _, opts := range []ApplyOptions{{}, {Whiteouts: OverlayWhiteouts}} {
-			Apply(context.Background(), root, bytes.NewReader(data), opts)
+			// A few bytes can declare a terabyte sparse file, which Apply
+			// would dutifully (and cancellably) walk: bound each run.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			Apply(ctx, root, bytes.NewReader(data), opts)
+			cancel()
 			ents, _ := os.ReadDir(sb)
 			for _, e := range ents {
 				if e.Name() != "root" && e.Name() != "victim" {

@@ -39,7 +39,7 @@ func gnuTar(t testing.TB, args ...string) {
 // the same tree, and WriteDir of that gives the same bytes again.
 func TestRoundTrip(t *testing.T) {
 	requireRoot(t)
-	orig := baseTar(t, lg.Spec{Files: 1500, TotalBytes: 24 << 20, Seed: 11})
+	orig := baseTar(t, lg.Spec{Files: 1000, TotalBytes: 12 << 20, Seed: 11})
 	_, a := target(t)
 	apply(t, a, orig, ApplyOptions{})
 	ours := writeDir(t, a, DiffOptions{})
@@ -60,7 +60,7 @@ func TestGNUTarExtractsOurs(t *testing.T) {
 	requireRoot(t)
 	needTar(t)
 	sb, a := target(t)
-	apply(t, a, baseTar(t, lg.Spec{Files: 800, TotalBytes: 8 << 20, Seed: 5}), ApplyOptions{})
+	apply(t, a, baseTar(t, lg.Spec{Files: 600, TotalBytes: 6 << 20, Seed: 5}), ApplyOptions{})
 	tarball := filepath.Join(sb, "ours.tar")
 	if err := os.WriteFile(tarball, writeDir(t, a, DiffOptions{}), 0o600); err != nil {
 		t.Fatal(err)
@@ -78,7 +78,7 @@ func TestApplyGNUTarOutput(t *testing.T) {
 	needTar(t)
 	sb, a := target(t)
 	src := filepath.Join(sb, "layer.tar")
-	if err := os.WriteFile(src, baseTar(t, lg.Spec{Files: 800, TotalBytes: 8 << 20, Seed: 6}), 0o600); err != nil {
+	if err := os.WriteFile(src, baseTar(t, lg.Spec{Files: 600, TotalBytes: 6 << 20, Seed: 6}), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	gnuTar(t, "--xattrs", "--xattrs-include=*", "--numeric-owner", "-p", "-C", a, "-xf", src)
