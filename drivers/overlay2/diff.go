@@ -305,11 +305,22 @@ func comparePaths(a, b string) int {
 	return len(as) - len(bs)
 }
 
+// opaqueUpTo reports whether rel or one of its ancestors is an opaque
+// directory in the layer dir: nothing below shows through there either.
+func opaqueUpTo(dir, rel string) bool {
+	for q := rel; q != "/" && q != "." && q != ""; q = filepath.Dir(q) {
+		if isOpaque(filepath.Join(dir, q)) {
+			return true
+		}
+	}
+	return false
+}
+
 // pruneWhiteouts removes whiteouts that sit in a directory the parent's
 // view does not have as a directory (a tar's "x/.wh.y" where x is a file
-// or symlink below, or absent). They hide nothing, and overlayfs lists a
-// whiteout of a directory that exists in one layer only as a name that
-// cannot be looked up.
+// or symlink below, or absent) or that this layer makes opaque. They hide
+// nothing, and overlayfs lists a whiteout of a directory that exists in
+// one layer only as a name that cannot be looked up.
 func (d *Driver) pruneWhiteouts(ctx context.Context, id, dir string) error {
 	// The record is in state Applying here, so not d.ready.
 	r, _ := d.store.Get(id)
@@ -329,7 +340,7 @@ func (d *Driver) pruneWhiteouts(ctx context.Context, id, dir string) error {
 			return nil
 		}
 		rel := filepath.Dir(p[len(dir):])
-		if len(ls.layersOf(rel)) > 0 {
+		if len(ls.layersOf(rel)) > 0 && !opaqueUpTo(dir, rel) {
 			return nil
 		}
 		return os.Remove(p)

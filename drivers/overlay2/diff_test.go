@@ -103,3 +103,32 @@ func TestNativeMatchesNaive(t *testing.T) {
 		t.Errorf("view from the naive Diff:\n%s\nwant\n%s", got, want)
 	}
 }
+
+// TestUselessWhiteoutsPruned: whiteouts that hide nothing (under a path
+// that is a file below, under no path at all, or inside a directory the
+// same tar makes opaque) would show in a readdir of the view as names
+// that cannot be looked up; ApplyDiff drops them.
+func TestUselessWhiteoutsPruned(t *testing.T) {
+	d := open(t, testRoot(t), Options{})
+	mustLayer(t, d, "p", "", mkTar(t, dir("a"), file("a/x", "x"), file("f", "file")))
+	wh := func(name string) entry { return entry{name: name, typ: '0', mode: 0o644} }
+	mustLayer(t, d, "c", "p", mkTar(t,
+		dir("a"), wh("a/.wh..wh..opq"), wh("a/.wh.x"), file("a/y", "y"),
+		dir("f2"), wh("f2/.wh.nothing"), wh(".wh.f")))
+	v := mustGet(t, d, "c", &driver.MountOpts{ReadOnly: true})
+	defer mustPut(t, d, "c")
+	got := listTree(t, v) // fails on a listed name that cannot be stat'ed
+	for _, gone := range []string{"/a/x ", "/f "} {
+		if strings.Contains(got, gone) {
+			t.Errorf("%s still in the view:\n%s", gone, got)
+		}
+	}
+	ch, err := d.Changes(context.Background(), "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// /a keeps its metadata, so it is not a change itself.
+	if want := "[D /a/x A /a/y D /f A /f2]"; fmt.Sprint(ch) != want {
+		t.Errorf("Changes = %v, want %s", ch, want)
+	}
+}
