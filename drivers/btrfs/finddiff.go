@@ -138,18 +138,18 @@ func scanChangedFile(ctx context.Context, f *os.File, base uint64, extents bool)
 // inodePaths returns every path of inode ino in the subvolume of f
 // (relative, slash-separated, no leading slash), using dirs to cache
 // directory lookups.
-func inodePaths(f *os.File, ino uint64, dirs map[uint64]string) ([]string, error) {
+func inodePaths(f *os.File, ino uint64, dirs map[uint64]string, buf *[]byte) ([]string, error) {
 	type ref struct {
 		dir  uint64
 		name string
 	}
 	var refs []ref
 	le := binary.LittleEndian
-	err := treeSearch(f, searchKey{
+	err := treeSearchBuf(f, searchKey{
 		MinObjectID: ino, MaxObjID: ino,
 		MinType: keyInodeRef, MaxType: keyInodeExtref,
 		MaxOffset: ^uint64(0), MaxTransid: ^uint64(0),
-	}, func(it item) error {
+	}, buf, func(it item) error {
 		d := it.Data
 		switch it.Type {
 		case keyInodeRef: // {index u64, name_len u16, name}...
@@ -227,6 +227,7 @@ func fastChanges(ctx context.Context, pdir, dir string, rec store.Record) ([]dri
 	}
 	fd := &finder{ctx: ctx, pdir: pdir, dir: dir, cands: map[string]bool{}, subtrees: map[string]bool{}}
 	dirs := map[uint64]string{firstFreeID: ""}
+	buf := make([]byte, 112+16<<10) // one leaf's worth: these lookups are small
 	for ino, in := range changed {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -238,7 +239,7 @@ func fastChanges(ctx context.Context, pdir, dir string, rec store.Record) ([]dri
 			}
 			continue
 		}
-		paths, err := inodePaths(f, ino, dirs)
+		paths, err := inodePaths(f, ino, dirs, &buf)
 		if err != nil {
 			return nil, err
 		}
@@ -274,16 +275,17 @@ func fastChanges(ctx context.Context, pdir, dir string, rec store.Record) ([]dri
 // worst. Read-only parents (image layers) never get here: their atimes do
 // not move.
 func parentMoved(child *os.File, pchanged map[uint64]*inode, base uint64) (bool, error) {
+	buf := make([]byte, 112+4096)
 	for ino, in := range pchanged {
 		if !in.changed {
 			continue
 		}
 		var copyAtSnapshot []byte
-		err := treeSearch(child, searchKey{
+		err := treeSearchBuf(child, searchKey{
 			MinObjectID: ino, MaxObjID: ino,
 			MinType: keyInodeItem, MaxType: keyInodeItem,
 			MaxTransid: ^uint64(0),
-		}, func(it item) error {
+		}, &buf, func(it item) error {
 			if it.Type == keyInodeItem && len(it.Data) >= 160 {
 				copyAtSnapshot = append([]byte(nil), it.Data[:160]...)
 			}

@@ -128,6 +128,15 @@ func mutations() []mutation {
 		{"remove xattr", func(d string) error { return unix.Lremovexattr(p(d, "d2/xattr"), "user.color") }},
 		{"xattr on dir", func(d string) error { return unix.Lsetxattr(p(d, "empty"), "user.dir", []byte("1"), 0) }},
 		{"hardlink to old file", func(d string) error { return os.Link(p(d, "d1/f24"), p(d, "keep/hl-new")) }},
+		{"many long hardlinks (big INODE_REF, EXTREF items)", func(d string) error {
+			for i := 0; i < 100; i++ {
+				name := fmt.Sprintf("%03d-%s", i, strings.Repeat("l", 200))
+				if err := os.Link(p(d, "d1/f32"), p(d, "keep", name)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
 		{"modify through hardlink", func(d string) error { return appendTo(p(d, "d3/hl-b"), "x") }},
 		{"file becomes dir", func(d string) error {
 			if err := os.Remove(p(d, "d2/f27")); err != nil {

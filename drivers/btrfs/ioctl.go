@@ -11,6 +11,7 @@ package btrfs
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"unsafe"
@@ -99,12 +100,35 @@ const searchBuf = 256 << 10
 // min_transid only skips tree blocks older than it; the items of a newer
 // leaf all come back, whatever their own age.
 func treeSearch(f *os.File, k searchKey, fn func(it item) error) error {
-	buf := make([]byte, 112+searchBuf)
+	return treeSearchBuf(f, k, nil, fn)
+}
+
+// treeSearchBuf is treeSearch with a buffer the caller keeps across many
+// small lookups (*bufp nil: a fresh one of the usual size is made). The
+// buffer grows when one item does not fit.
+func treeSearchBuf(f *os.File, k searchKey, bufp *[]byte, fn func(it item) error) error {
+	var buf []byte
+	if bufp != nil {
+		buf = *bufp
+	}
+	if len(buf) <= 112 {
+		buf = make([]byte, 112+searchBuf)
+	}
 	for {
 		k.NrItems = 1 << 30
 		*(*searchKey)(unsafe.Pointer(&buf[0])) = k
-		binary.NativeEndian.PutUint64(buf[104:], searchBuf)
-		if err := ioctl(f.Fd(), iocTreeSearchV2, unsafe.Pointer(&buf[0])); err != nil {
+		binary.NativeEndian.PutUint64(buf[104:], uint64(len(buf)-112))
+		err := ioctl(f.Fd(), iocTreeSearchV2, unsafe.Pointer(&buf[0]))
+		if errors.Is(err, unix.EOVERFLOW) {
+			// Not even one item fitted; the kernel says how much it needs.
+			need := max(binary.NativeEndian.Uint64(buf[104:]), 2*uint64(len(buf)-112))
+			buf = make([]byte, 112+need)
+			if bufp != nil {
+				*bufp = buf
+			}
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("tree search (tree %d): %w", k.TreeID, err)
 		}
 		n := (*searchKey)(unsafe.Pointer(&buf[0])).NrItems
