@@ -61,11 +61,13 @@ func (d *Driver) DiffSize(ctx context.Context, id string) (int64, error) {
 // CopyUp reports what copy-on-write put into layer id since it was
 // snapshotted from its parent: files that existed in the parent and had
 // data blocks rewritten (copied), files created in the layer (new), and
-// the bytes of the extents each group wrote. It reads only the tree
+// the bytes of the data extents each group wrote. It reads only the tree
 // blocks written since the snapshot, so it stays cheap on big layers.
-// The qgroup exclusive counter is not used here: it is only current after
-// a transaction commit, which a metrics scrape should not force; it is
-// what QuotaUsage reports.
+//
+// With quotas on, the bytes add up to the layer's exclusive qgroup
+// counter instead: NewBytes as scanned, CopiedBytes the rest, which then
+// also counts the metadata blocks copy-on-write gave the layer (the scan
+// commits first, so the counter is current).
 func (d *Driver) CopyUp(ctx context.Context, id string) (driver.CopyUpStats, error) {
 	if err := d.check("copyup", id); err != nil {
 		return driver.CopyUpStats{}, err
@@ -96,6 +98,17 @@ func (d *Driver) CopyUp(ctx context.Context, id string) (driver.CopyUpStats, err
 		case in.newBytes > 0:
 			s.CopiedFiles++
 			s.CopiedBytes += in.newBytes
+		}
+	}
+	if d.quotaOn() {
+		excl, err := qgroupExclusive(dir)
+		if err != nil {
+			return driver.CopyUpStats{}, driver.Wrap("copyup", id, err)
+		}
+		// A counter below the scan is one the kernel has not caught up on
+		// (a rescan); the scan is then the better number.
+		if excl >= s.NewBytes+s.CopiedBytes {
+			s.CopiedBytes = excl - s.NewBytes
 		}
 	}
 	return s, nil
@@ -145,16 +158,28 @@ func (d *Driver) QuotaUsage(ctx context.Context, id string) (driver.QuotaUsage, 
 	return u, nil
 }
 
-// exclusiveBytes is the exclusive qgroup counter of the subvolume at dir.
+// exclusiveBytes is the exclusive qgroup counter of the subvolume at dir,
+// after a commit.
 func exclusiveBytes(dir string) (int64, error) {
 	f, err := openDir(dir)
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
-	if err := syncFS(f); err != nil {
+	err = syncFS(f)
+	f.Close()
+	if err != nil {
 		return 0, err
 	}
+	return qgroupExclusive(dir)
+}
+
+// qgroupExclusive is the exclusive counter as of the last commit.
+func qgroupExclusive(dir string) (int64, error) {
+	f, err := openDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
 	id, err := cbtrfs.SubvolID(dir)
 	if err != nil {
 		return 0, err

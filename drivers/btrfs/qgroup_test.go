@@ -202,7 +202,13 @@ func TestChildOfBigLayerCopiesNothing(t *testing.T) {
 }
 
 func TestCopyUpAndDiffSize(t *testing.T) {
-	d, _ := newTestDriver(t, 0, Options{})
+	for _, mode := range []QuotaMode{QuotaOnDemand, QuotaAlways} {
+		t.Run(string(mode), func(t *testing.T) { testCopyUpAndDiffSize(t, mode) })
+	}
+}
+
+func testCopyUpAndDiffSize(t *testing.T, mode QuotaMode) {
+	d, _ := newTestDriver(t, 0, Options{Quota: mode})
 	ctx := context.Background()
 	must(t, d.Create(ctx, "base", "", nil))
 	n, err := d.ApplyDiff(ctx, "base", layerTar(t, map[string]string{"a": string(randBytes(16384)), "b": "bbbb"}))
@@ -226,6 +232,16 @@ func TestCopyUpAndDiffSize(t *testing.T) {
 	got, err := d.CopyUp(ctx, "ctr")
 	must(t, err)
 	want := driver.CopyUpStats{CopiedFiles: 1, CopiedBytes: 4096, NewFiles: 1, NewBytes: 8192}
+	if mode == QuotaAlways {
+		// The bytes add up to the exclusive qgroup counter, which also
+		// holds the tree blocks the layer copied.
+		u, err := d.QuotaUsage(ctx, "ctr")
+		must(t, err)
+		if got.CopiedBytes+got.NewBytes != u.Used || got.CopiedBytes < want.CopiedBytes {
+			t.Errorf("CopyUp = %+v with quotas on, want bytes adding up to the exclusive %d", got, u.Used)
+		}
+		want.CopiedBytes = got.CopiedBytes
+	}
 	if got != want {
 		t.Errorf("CopyUp = %+v, want %+v", got, want)
 	}
