@@ -74,8 +74,9 @@ func Detect(br *bufio.Reader) (Compression, error) {
 // Decompress returns the uncompressed content of r, which may be plain,
 // gzip or zstd (detected by magic number). Decompression runs ahead of the
 // reader in its own goroutine with bounded buffers, so inflating overlaps
-// with whatever the caller does with the data. Close releases the decoder;
-// it does not close r.
+// with whatever the caller does with the data. Close releases the decoder
+// and, for gzip, waits for a read of r in progress to return (so r is not
+// used after Close); it does not close r.
 func Decompress(r io.Reader) (io.ReadCloser, error) {
 	br := bufio.NewReaderSize(r, readBufSize)
 	c, err := Detect(br)

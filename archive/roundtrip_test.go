@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -192,4 +193,33 @@ func contains(s []string, x string) bool {
 		}
 	}
 	return false
+}
+
+// TestApplyGNUSparse: a GNU tar --sparse member (PAX sparse 1.0) comes
+// out with the right content and stays sparse on disk.
+func TestApplyGNUSparse(t *testing.T) {
+	requireRoot(t)
+	needTar(t)
+	sb, src := target(t)
+	f, err := os.Create(filepath.Join(src, "sparse"))
+	must(t, err)
+	must(t, f.Truncate(64<<20))
+	_, err = f.WriteAt([]byte("in the middle"), 20<<20)
+	must(t, err)
+	must(t, f.Close())
+	tarball := filepath.Join(sb, "sparse.tar")
+	gnuTar(t, "--sparse", "--format=posix", "--numeric-owner", "-C", src, "-cf", tarball, "sparse")
+	_, dst := target(t)
+	in, err := os.Open(tarball)
+	must(t, err)
+	defer in.Close()
+	if _, err := Apply(context.Background(), dst, in, ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sameTree(t, src, dst, fstree.Options{IgnoreRoot: true})
+	var st syscall.Stat_t
+	must(t, syscall.Stat(filepath.Join(dst, "sparse"), &st))
+	if st.Blocks*512 > 1<<20 {
+		t.Errorf("64 MiB sparse file takes %d bytes on disk", st.Blocks*512)
+	}
 }
