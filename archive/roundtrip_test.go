@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -140,6 +141,13 @@ func TestChangesAndWriteChanges(t *testing.T) {
 	var b bytes.Buffer
 	if err := WriteChanges(context.Background(), &b, child, ch); err != nil {
 		t.Fatal(err)
+	}
+	rev := slices.Clone(ch)
+	slices.Reverse(rev)
+	var b2 bytes.Buffer
+	must(t, WriteChanges(context.Background(), &b2, child, rev))
+	if !bytes.Equal(b.Bytes(), b2.Bytes()) {
+		t.Error("WriteChanges output depends on the order of the changes")
 	}
 	names := tarNames(t, b.Bytes())
 	if !slicesEqual(names[:2], []string{"a/", "a/b"}) || !contains(names, "gone/") == false || !contains(names, ".wh.gone") {
