@@ -150,7 +150,7 @@ func TestChangesAndWriteChanges(t *testing.T) {
 		t.Error("WriteChanges output depends on the order of the changes")
 	}
 	names := tarNames(t, b.Bytes())
-	if !slicesEqual(names[:2], []string{"a/", "a/b"}) || !contains(names, "gone/") == false || !contains(names, ".wh.gone") {
+	if !slicesEqual(names[:2], []string{"a/", "a/b"}) || contains(names, "gone/") || !contains(names, ".wh.gone") {
 		t.Errorf("WriteChanges names %q", names)
 	}
 	apply(t, parent, b.Bytes(), ApplyOptions{})
