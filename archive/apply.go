@@ -32,6 +32,8 @@ const (
 	// holeBlock is the granularity at which all-zero content is skipped
 	// (left as a hole) instead of written.
 	holeBlock = 64 << 10
+	// maxTrailer bounds what Apply reads after the end of the tar.
+	maxTrailer = 16 << 20
 )
 
 // Apply unpacks the OCI layer tar read from r (plain, gzip or zstd) onto
@@ -108,9 +110,10 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (int
 	if err := a.finishDirs(ctx); err != nil {
 		return a.size, err
 	}
-	// Read what follows the end-of-archive blocks so that a gzip or zstd
-	// checksum at the very end is verified.
-	if _, err := io.Copy(io.Discard, rc); err != nil {
+	// Read what follows the end-of-archive blocks (record padding) so
+	// that a gzip or zstd checksum at the very end is verified; a stream
+	// that goes on and on after the tar is not read to its end.
+	if _, err := io.CopyN(io.Discard, rc, maxTrailer); err != nil && err != io.EOF {
 		return a.size, fmt.Errorf("%w: after the last entry: %v", ErrInvalidTar, err)
 	}
 	return a.size, nil

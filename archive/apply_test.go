@@ -226,6 +226,13 @@ func TestApplyCompressed(t *testing.T) {
 			if _, err := Apply(context.Background(), root2, bytes.NewReader(bad), ApplyOptions{}); !errors.Is(err, ErrInvalidTar) {
 				t.Errorf("corrupt %s: %v", name, err)
 			}
+			// So is a bad checksum in the trailer, after the tar's end.
+			bad = bytes.Clone(b)
+			bad[len(bad)-6] ^= 0xff
+			_, root3 := target(t)
+			if _, err := Apply(context.Background(), root3, bytes.NewReader(bad), ApplyOptions{}); !errors.Is(err, ErrInvalidTar) {
+				t.Errorf("%s with a bad trailing checksum: %v", name, err)
+			}
 		})
 	}
 	if _, err := Decompress(bytes.NewReader([]byte("BZh91AY&SY"))); !errors.Is(err, ErrInvalidTar) {
