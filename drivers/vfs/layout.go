@@ -118,6 +118,16 @@ func (d *Driver) recover(ctx context.Context) (string, error) {
 		return "", err
 	}
 	count(len(orphans), "layer directory without a record", "layer directories without a record")
+	// A record without its tree cannot come from a crash (the tree is
+	// durable before the record is written), only from outside damage.
+	// It is reported, not removed: the record is all that is left of the
+	// layer, and its children are whole trees of their own.
+	d.damaged = nil
+	for _, r := range d.store.List() {
+		if _, err := os.Lstat(d.layerDir(r.ID)); errors.Is(err, os.ErrNotExist) {
+			d.damaged = append(d.damaged, r.ID)
+		}
+	}
 	if len(done) == 0 {
 		return "", nil
 	}

@@ -88,11 +88,33 @@ func TestRecoverLeftovers(t *testing.T) {
 	}
 	requireUnchangedTree(t, wantBase, base)
 	requireUnchangedTree(t, wantKeep, d.layerDir("keep"))
+	if got := d.Status(ctx).Get("Damaged"); got != "" {
+		t.Errorf("Damaged = %q after a clean recovery", got)
+	}
 	for _, id := range []string{"copying", "publishing", "applying", "removing"} {
 		if d.Exists(id) {
 			t.Errorf("%s exists after recovery", id)
 		}
 		must(t, d.Create(ctx, id, "keep", nil))
+	}
+}
+
+// TestReportDamage removes a layer's tree behind the driver's back: no
+// crash does that, so New reports it instead of guessing.
+func TestReportDamage(t *testing.T) {
+	ctx := context.Background()
+	root := tempRoot(t)
+	d := openDriver(t, root, Options{})
+	must(t, d.Create(ctx, "a", "", nil))
+	must(t, d.Create(ctx, "b", "a", nil))
+	must(t, d.Close())
+	must(t, os.RemoveAll(filepath.Join(root, layersDir, "a")))
+	d = openDriver(t, root, Options{})
+	if got, want := d.Status(ctx).Get("Damaged"), "1 layer record(s) without a tree: a"; got != want {
+		t.Errorf("Damaged = %q, want %q", got, want)
+	}
+	if !d.Exists("b") {
+		t.Error("child of a damaged layer lost")
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -47,6 +48,7 @@ type Driver struct {
 	backingFS string
 	reflink   string // probe result for Status
 	recovered string
+	damaged   []string // records found at New without their tree
 	closed    atomic.Bool
 }
 
@@ -457,6 +459,9 @@ func (d *Driver) Status(ctx context.Context) driver.Status {
 			{Key: "Read-only Get", Value: "advisory (nothing is mounted)"},
 			{Key: "Recovered at open", Value: recovered},
 		},
+	}
+	if len(d.damaged) > 0 {
+		s.Info = append(s.Info, driver.KV{Key: "Damaged", Value: fmt.Sprintf("%d layer record(s) without a tree: %s", len(d.damaged), strings.Join(d.damaged, ", "))})
 	}
 	if d.closed.Load() {
 		s.Info = append(s.Info, driver.KV{Key: "State", Value: "closed"})
