@@ -3,7 +3,10 @@ package conformance
 import (
 	"archive/tar"
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +20,8 @@ func faultCases() []testCase {
 	return []testCase{
 		{"HostileTars", testHostileTars},
 		{"HostileTarsLayergen", testHostileLayergen},
+		{"CanceledApplyDiff", testCanceledApplyDiff},
+		{"CanceledDiff", testCanceledDiff},
 	}
 }
 
@@ -249,4 +254,70 @@ func explained(t testing.TB, before, after []string, view *fstree.Tree) {
 	if len(bad) > 0 {
 		t.Errorf("ApplyDiff added paths under the root that are not in the layer's view:\n\t%s\nview:\n%s", strings.Join(bad, "\n\t"), dump(view))
 	}
+}
+
+// cancelAfter reads from r and cancels when more than n bytes went by,
+// so the cancel lands in the middle of a stream, deterministically.
+type cancelAfter struct {
+	r      io.Reader
+	n      int64
+	cancel context.CancelFunc
+}
+
+func (c *cancelAfter) Read(p []byte) (int, error) {
+	m, err := c.r.Read(p)
+	c.n -= int64(m)
+	if c.n < 0 {
+		c.cancel()
+	}
+	return m, err
+}
+
+// A canceled ApplyDiff stops with the context's error and, like any
+// refused tar, leaves nothing behind.
+func testCanceledApplyDiff(t *testing.T, e *env) {
+	p := smallLayer(t, "p", 1)
+	e.layer("p", "", p)
+	e.create("c", "p", nil)
+	big := bigLayer(t, 300)
+	before := e.rootPaths()
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	_, err := e.d.ApplyDiff(ctx, "c", &cancelAfter{r: bytes.NewReader(big), n: int64(len(big) / 3), cancel: cancel})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("ApplyDiff canceled mid-stream = %v, want an error wrapping context.Canceled", err)
+	}
+	e.sameRoot("canceled ApplyDiff", before)
+	if e.d.Exists("c") {
+		e.sameTree("layer after a canceled ApplyDiff", reference(t, p), e.view("c"))
+		e.apply("c", big)
+	} else {
+		e.layer("c", "p", big)
+	}
+	e.sameTree("layer applied after a canceled ApplyDiff", reference(t, p, big), e.view("c"))
+}
+
+// A Diff whose context is canceled mid-stream must end in an error, never
+// in a clean EOF: a cut tar that reads as whole would become a corrupt
+// layer downstream. Its views are released: the layer can be removed.
+func testCanceledDiff(t *testing.T, e *env) {
+	big := bigLayer(t, 300)
+	e.layer("l", "", big)
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	rc, err := e.d.Diff(ctx, "l")
+	if err != nil {
+		t.Fatalf("Diff: %v", err)
+	}
+	_, err = io.Copy(io.Discard, &cancelAfter{r: rc, n: int64(len(big) / 3), cancel: cancel})
+	rc.Close()
+	if err == nil {
+		t.Errorf("Diff canceled mid-stream read to a clean end")
+	} else if !errors.Is(err, context.Canceled) {
+		t.Logf("Diff canceled mid-stream failed with %v (not wrapping context.Canceled)", err)
+	}
+	if err := e.d.Remove(e.ctx, "l"); err != nil {
+		t.Errorf("Remove after a canceled Diff: %v", err)
+	}
+	e.noMounts("after a canceled Diff")
 }

@@ -29,6 +29,7 @@ func lifecycleCases() []testCase {
 		{"Duplicate", testDuplicate},
 		{"Reopen", testReopen},
 		{"Concurrent", testConcurrent},
+		{"ConcurrentParentRemove", testConcurrentParentRemove},
 		{"Status", testStatus},
 	}
 }
@@ -514,6 +515,68 @@ func testConcurrent(t *testing.T, e *env) {
 	e.noMounts("after the concurrent run")
 	if err := e.d.Remove(e.ctx, "base"); err != nil {
 		t.Errorf("Remove(base) after all Gets were Put: %v", err)
+	}
+}
+
+// Removing a parent while children are being created on it: Remove wins
+// only when no child exists or is being made, a Create never builds on a
+// removed parent, and every layer left has its parent.
+func testConcurrentParentRemove(t *testing.T, e *env) {
+	const rounds = 8
+	errs := make(chan error, rounds*16)
+	for r := 0; r < rounds; r++ {
+		parent := fmt.Sprintf("p%d", r)
+		e.layer(parent, "", smallLayer(t, parent, r))
+		var wg sync.WaitGroup
+		wg.Add(3)
+		for c := 0; c < 2; c++ {
+			go func() {
+				defer wg.Done()
+				id := fmt.Sprintf("%s-c%d", parent, c)
+				err := e.d.Create(e.ctx, id, parent, nil)
+				switch {
+				case err == nil:
+					if !e.d.Exists(parent) {
+						errs <- fmt.Errorf("Create(%s) succeeded but its parent %s is gone", id, parent)
+					}
+				case !errors.Is(err, driver.ErrLayerNotFound):
+					errs <- fmt.Errorf("Create(%s) racing Remove(%s): %v", id, parent, err)
+				}
+			}()
+		}
+		go func() {
+			defer wg.Done()
+			err := e.d.Remove(e.ctx, parent)
+			if err != nil && !errors.Is(err, driver.ErrHasChildren) {
+				errs <- fmt.Errorf("Remove(%s) racing Creates of its children: %v", parent, err)
+			}
+		}()
+		wg.Wait()
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if l, ok := e.d.(driver.Lister); ok {
+		infos, err := l.Layers(e.ctx)
+		if err != nil {
+			t.Fatalf("Layers: %v", err)
+		}
+		for _, in := range infos {
+			if in.Parent != "" && !e.d.Exists(in.Parent) {
+				t.Errorf("layer %s is left with its parent %s removed", in.ID, in.Parent)
+			}
+		}
+	}
+	e.noMounts("after the race")
+	e.reopen()
+	for r := 0; r < rounds; r++ {
+		for c := 0; c < 2; c++ {
+			id := fmt.Sprintf("p%d-c%d", r, c)
+			if e.d.Exists(id) {
+				e.sameTree("child that won its race, after reopen", reference(t, smallLayer(t, fmt.Sprintf("p%d", r), r)), e.view(id))
+			}
+		}
 	}
 }
 
