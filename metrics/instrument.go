@@ -18,7 +18,7 @@
 // backend's name) on every series:
 //
 //	strata_operations_total{op}               calls, failed ones included
-//	strata_operation_duration_seconds{op}     latency (Get/Put sampled, see Options.SampleEvery)
+//	strata_operation_duration_seconds{op}     latency (busy Get/Put sampled, see Options.SampleEvery)
 //	strata_operation_errors_total{op,kind}    failures by errors.Is class (see ErrorKind)
 //	strata_active_mounts                      Gets not yet Put
 //	strata_layers                             layers on the root
@@ -83,16 +83,23 @@ type Options struct {
 	// Buckets of the latency histogram in seconds; nil means
 	// DefaultBuckets().
 	Buckets []float64
-	// SampleEvery times one Get and one Put in SampleEvery; 0 means
-	// DefaultSampleEvery, 1 times every call. A Get or Put of a layer
-	// that is already mounted takes microseconds, and the two clock reads
-	// that time it would add several percent; every call is still counted
-	// in strata_operations_total. All other operations are always timed.
+	// SampleEvery thins the timing of Get and Put when they are busy:
+	// after the first TimedAfterScrape calls since the last scrape, only
+	// one call in SampleEvery is timed. 0 means DefaultSampleEvery; 1
+	// times every call. A Get or Put of a layer that is already mounted
+	// takes a few microseconds, and the two clock reads that time it
+	// would add several percent; the rare Gets that mount (milliseconds)
+	// are all timed on a daemon scraped every few seconds. Every call is
+	// still counted in strata_operations_total. All other operations are
+	// always timed.
 	SampleEvery int
 }
 
-// DefaultSampleEvery is Options.SampleEvery's default.
-const DefaultSampleEvery = 8
+// Defaults of the Get/Put sampling, see Options.SampleEvery.
+const (
+	DefaultSampleEvery = 64
+	TimedAfterScrape   = 16
+)
 
 // DefaultBuckets returns the latency buckets used when Options.Buckets is
 // nil. They span a refcounted Get of a mounted layer (tens of
@@ -215,11 +222,6 @@ func Instrument(d driver.Driver, reg prometheus.Registerer, opts Options) (drive
 		Help:        "Driver operations that failed, by operation and error kind (not_found, exists, in_use, has_children, invalid_id, no_space, not_supported, other).",
 		ConstLabels: constLabels,
 	}, []string{"op", "kind"})
-	in.mounts = prometheus.NewGauge(prometheus.GaugeOpts{
-		Namespace: ns, Name: "active_mounts",
-		Help:        "Gets not yet matched by a Put, made through this process.",
-		ConstLabels: constLabels,
-	})
 	in.layers = prometheus.NewGauge(prometheus.GaugeOpts{
 		Namespace: ns, Name: "layers",
 		Help:        "Complete layers on the driver's root, counted when instrumented and kept up to date by this process's Create and Remove.",
@@ -245,9 +247,13 @@ func Instrument(d driver.Driver, reg prometheus.Registerer, opts Options) (drive
 	}
 	in.layers.Set(float64(n))
 
-	ops := opsCollector{in: in, desc: prometheus.NewDesc(prometheus.BuildFQName(ns, "", "operations_total"),
-		"Driver operations called, failed ones included.", []string{"op"}, constLabels)}
-	cs := []prometheus.Collector{in.duration, ops, in.errs, in.mounts, in.layers, in.applied, in.diffed}
+	ops := opsCollector{in: in,
+		calls: prometheus.NewDesc(prometheus.BuildFQName(ns, "", "operations_total"),
+			"Driver operations called, failed ones included.", []string{"op"}, constLabels),
+		mounts: prometheus.NewDesc(prometheus.BuildFQName(ns, "", "active_mounts"),
+			"Gets made through this process and not yet Put (a Get in progress counts).", nil, constLabels),
+	}
+	cs := []prometheus.Collector{in.duration, ops, in.errs, in.layers, in.applied, in.diffed}
 	lister, _ := d.(driver.Lister)
 	reporter, _ := d.(driver.CopyUpReporter)
 	if lister != nil && reporter != nil {
@@ -280,19 +286,34 @@ func countLayers(d driver.Driver) (int, error) {
 	return d.Status(ctx).Layers, nil
 }
 
-// opsCollector reports instrumented.calls: one atomic add per call is all
-// the counting costs.
+// opsCollector reports the call counters, and the active mounts derived
+// from them, so that a Get or Put costs one atomic add to count. Each
+// scrape also restarts the timing of every Get and Put (see begin).
 type opsCollector struct {
-	in   *instrumented
-	desc *prometheus.Desc
+	in            *instrumented
+	calls, mounts *prometheus.Desc
 }
 
-func (c opsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c opsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.calls
+	ch <- c.mounts
+}
 
 func (c opsCollector) Collect(ch chan<- prometheus.Metric) {
-	for o := range numOps {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, float64(c.in.calls[o].Load()), o.String())
+	in := c.in
+	// Puts before Gets: a Put counted here has its Get counted too.
+	puts := int64(in.calls[opPut].Load()) - int64(in.failed[opPut].Load())
+	gets := int64(in.calls[opGet].Load()) - int64(in.failed[opGet].Load())
+	mounts := max(gets-puts, 0)
+	if in.closed.Load() {
+		mounts = 0 // Close released them
 	}
+	for o := range numOps {
+		n := in.calls[o].Load()
+		in.base[o].Store(n)
+		ch <- prometheus.MustNewConstMetric(c.calls, prometheus.CounterValue, float64(n), o.String())
+	}
+	ch <- prometheus.MustNewConstMetric(c.mounts, prometheus.GaugeValue, float64(mounts))
 }
 
 // instrumented is the decorator without optional capabilities; wrap adds
@@ -304,18 +325,19 @@ type instrumented struct {
 	// epoch is the base of monotonic clock readings: time.Since(epoch)
 	// reads one clock where time.Now reads two.
 	epoch time.Time
-	// calls counts every call per operation (strata_operations_total);
-	// every[o] > 1 times only one call of o in every[o].
-	calls    [numOps]atomic.Uint64
-	every    [numOps]uint64
-	duration *prometheus.HistogramVec
-	obs      [numOps]prometheus.Observer // pre-resolved: no label look-up per call
-	errs     *prometheus.CounterVec
-	mounts   prometheus.Gauge
-	layers   prometheus.Gauge
-	applied  prometheus.Counter
-	diffed   prometheus.Counter
-	copyup   *copyUpCollector
+	// calls and failed count calls per operation; base holds calls as of
+	// the last scrape; every[o] > 1 times only one call of o in every[o]
+	// once TimedAfterScrape calls were timed since that scrape.
+	calls, failed, base [numOps]atomic.Uint64
+	every               [numOps]uint64
+	closed              atomic.Bool
+	duration            *prometheus.HistogramVec
+	obs                 [numOps]prometheus.Observer // pre-resolved: no label look-up per call
+	errs                *prometheus.CounterVec
+	layers              prometheus.Gauge
+	applied             prometheus.Counter
+	diffed              prometheus.Counter
+	copyup              *copyUpCollector
 
 	closeOnce  sync.Once
 	closeErr   error
@@ -331,7 +353,7 @@ const untimed = time.Duration(-1)
 // begin counts a call of o and returns its start time, or untimed.
 func (in *instrumented) begin(o op) time.Duration {
 	n := in.calls[o].Add(1)
-	if every := in.every[o]; every > 1 && n%every != 1 {
+	if every := in.every[o]; every > 1 && n-in.base[o].Load() > TimedAfterScrape && n%every != 1 {
 		return untimed
 	}
 	return time.Since(in.epoch)
@@ -343,6 +365,7 @@ func (in *instrumented) done(o op, start time.Duration, err error) {
 		in.obs[o].Observe((time.Since(in.epoch) - start).Seconds())
 	}
 	if err != nil {
+		in.failed[o].Add(1)
 		in.errs.WithLabelValues(o.String(), ErrorKind(err)).Inc()
 	}
 }
@@ -376,9 +399,6 @@ func (in *instrumented) Get(ctx context.Context, id string, opts *driver.MountOp
 	start := in.begin(opGet)
 	p, err := in.inner.Get(ctx, id, opts)
 	in.done(opGet, start, err)
-	if err == nil {
-		in.mounts.Inc()
-	}
 	return p, err
 }
 
@@ -386,9 +406,6 @@ func (in *instrumented) Put(ctx context.Context, id string) error {
 	start := in.begin(opPut)
 	err := in.inner.Put(ctx, id)
 	in.done(opPut, start, err)
-	if err == nil {
-		in.mounts.Dec()
-	}
 	return err
 }
 
@@ -439,7 +456,7 @@ func (in *instrumented) Close() error {
 	in.closeOnce.Do(func() {
 		in.copyup.close()
 		in.closeErr = in.inner.Close()
-		in.mounts.Set(0)
+		in.closed.Store(true)
 		for _, c := range in.collectors {
 			in.reg.Unregister(c)
 		}

@@ -232,28 +232,44 @@ func TestNoIDLabelUnlessPerLayer(t *testing.T) {
 	}
 }
 
-// Get and Put are timed one call in SampleEvery and counted on every
-// call; with SampleEvery 1 every call is timed.
+// Get and Put are all timed until TimedAfterScrape calls since the last
+// scrape, then one call in SampleEvery; every call is counted. With
+// SampleEvery 1 every call is timed.
 func TestSampling(t *testing.T) {
 	ctx := context.Background()
-	for _, c := range []struct{ every, calls, timed int }{
-		{1, 10, 10}, {4, 10, 3}, {0, 10, 2}, {0, 1, 1},
+	const k = metrics.TimedAfterScrape
+	for _, c := range []struct {
+		every       int
+		calls       int // before a scrape, then 3 more after it
+		timedBefore int
+	}{
+		{1, 100, 100},
+		{4, 40, k + 6},  // 17, 21, ..., 37
+		{0, 200, k + 3}, // 65, 129, 193
+		{0, 10, 10},     // never busy: all timed
+		{0, k + 1, k},   // the 17th is busy and not 1 mod 64
 	} {
 		f := newFake()
 		require.NoError(t, f.Create(ctx, "a", "", nil))
 		reg := prometheus.NewPedanticRegistry()
 		d, err := metrics.Instrument(f, reg, metrics.Options{SampleEvery: c.every})
 		require.NoError(t, err)
-		for range c.calls {
-			_, err := d.Get(ctx, "a", nil)
-			require.NoError(t, err)
-			require.NoError(t, d.Put(ctx, "a"))
+		getPut := func(n int) {
+			for range n {
+				_, err := d.Get(ctx, "a", nil)
+				require.NoError(t, err)
+				require.NoError(t, d.Put(ctx, "a"))
+			}
 		}
+		getPut(c.calls)
 		s := scrape(t, reg)
 		for _, op := range []string{metrics.OpGet, metrics.OpPut} {
 			assert.Equal(t, float64(c.calls), value(t, s, "strata_operations_total", map[string]string{"op": op}), "%+v", c)
-			assert.Equal(t, float64(c.timed), value(t, s, "strata_operation_duration_seconds", map[string]string{"op": op}), "%+v", c)
+			assert.Equal(t, float64(c.timedBefore), value(t, s, "strata_operation_duration_seconds", map[string]string{"op": op}), "%+v", c)
 		}
+		getPut(3) // just after a scrape: timed
+		s = scrape(t, reg)
+		assert.Equal(t, float64(c.timedBefore+3), value(t, s, "strata_operation_duration_seconds", map[string]string{"op": metrics.OpGet}), "%+v", c)
 		require.NoError(t, d.Close())
 	}
 }
