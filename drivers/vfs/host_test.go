@@ -70,6 +70,11 @@ func TestReflinkModeRefusedWithoutReflink(t *testing.T) {
 	if !errors.Is(err, driver.ErrNotSupported) || !strings.Contains(err.Error(), "cannot clone") {
 		t.Fatalf("New with copymode=reflink on %s = %v, want ErrNotSupported with the reason", backingFS(root), err)
 	}
+	// Refused before anything is made (the probe's own temporary
+	// directory is gone again; only root's mtime shows it was there).
+	if ents := listDir(t, root); len(ents) != 0 {
+		t.Errorf("refused New left %v in %s", ents, root)
+	}
 }
 
 func TestProbe(t *testing.T) {

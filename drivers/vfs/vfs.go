@@ -85,6 +85,20 @@ func open(ctx context.Context, root string, opts Options) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Probed first, so that a refused copymode=reflink leaves nothing on
+	// disk: in staging/ on a root already in use, else in the nearest
+	// existing directory (root's filesystem, or the one it will be on).
+	probeDir := filepath.Join(root, stagingDir)
+	if _, err := os.Stat(probeDir); err != nil {
+		if probeDir, err = nearestDir(root); err != nil {
+			return nil, err
+		}
+	}
+	reflink, perr := probeReflink(probeDir)
+	if !reflink && mode == fsutil.CopyReflink {
+		return nil, fmt.Errorf("%w: copymode=reflink, but %s (%s) cannot clone files: %v",
+			driver.ErrNotSupported, root, backingFS(probeDir), perr)
+	}
 	// 0700: layers hold setuid binaries and device nodes that only their
 	// containers should reach.
 	for _, sub := range []string{"", layersDir, stagingDir, trashDir} {
@@ -96,20 +110,13 @@ func open(ctx context.Context, root string, opts Options) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Driver{root: root, opts: opts, mode: mode, store: st, backingFS: backingFS(root)}
+	d := &Driver{root: root, opts: opts, mode: mode, store: st, backingFS: backingFS(root), reflink: "yes"}
+	if !reflink {
+		d.reflink = fmt.Sprintf("no (%v)", perr)
+	}
 	d.naive = driver.NaiveDiff{View: d.view, Parent: d.parentOf}
 	if d.recovered, err = d.recover(ctx); err != nil {
 		return nil, fmt.Errorf("recovering %s: %w", root, err)
-	}
-	ok, perr := probeReflink(filepath.Join(root, stagingDir))
-	switch {
-	case ok:
-		d.reflink = "yes"
-	case mode == fsutil.CopyReflink:
-		return nil, fmt.Errorf("%w: copymode=reflink, but %s (%s) cannot clone files: %v",
-			driver.ErrNotSupported, root, d.backingFS, perr)
-	default:
-		d.reflink = fmt.Sprintf("no (%v)", perr)
 	}
 	if mode == fsutil.CopyPlain {
 		d.reflink += ", not used: copymode=copy"
