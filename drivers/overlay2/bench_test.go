@@ -97,22 +97,51 @@ func BenchmarkDiff20Changes(b *testing.B) {
 	}
 	// A second driver on the same root, opened once the layers exist.
 	naive := open(b, root, Options{ForceNaiveDiff: true, SkipMountCheck: true})
+	diffOnce := func(d driver.Driver, id string) error {
+		rc, err := d.Diff(context.Background(), id)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		_, err = io.Copy(io.Discard, rc)
+		return err
+	}
 	diff := func(d driver.Driver, id string) func(b *testing.B) {
 		return func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				rc, err := d.Diff(context.Background(), id)
-				if err != nil {
+				if err := diffOnce(d, id); err != nil {
 					b.Fatal(err)
 				}
-				if _, err := io.Copy(io.Discard, rc); err != nil {
-					b.Fatal(err)
-				}
-				rc.Close()
 			}
 		}
 	}
 	b.Run("native/base=10000", diff(d, "ctr10000"))
 	b.Run("native/base=50000", diff(d, "ctr50000"))
+	// Both sizes in one loop, alternating, so that the machine's load
+	// hits them alike: medians and their ratio.
+	b.Run("native/interleaved", func(b *testing.B) {
+		var small, large []time.Duration
+		one := func(id string, into *[]time.Duration) {
+			t0 := time.Now()
+			if err := diffOnce(d, id); err != nil {
+				b.Fatal(err)
+			}
+			*into = append(*into, time.Since(t0))
+		}
+		for i := 0; i < b.N; i++ {
+			if i%2 == 0 {
+				one("ctr10000", &small)
+				one("ctr50000", &large)
+			} else {
+				one("ctr50000", &large)
+				one("ctr10000", &small)
+			}
+		}
+		s, l := median(small), median(large)
+		b.ReportMetric(float64(s)/1e6, "base10k-ms")
+		b.ReportMetric(float64(l)/1e6, "base50k-ms")
+		b.ReportMetric(float64(l)/float64(s), "50k/10k")
+	})
 	b.Run("naive/base=10000", diff(naive, "ctr10000"))
 }
 
@@ -147,6 +176,31 @@ func BenchmarkGetDepth(b *testing.B) {
 	}
 	b.Run("depth=1", get("top1"))
 	b.Run("depth=128", get("top128"))
+	// Alternating, with medians and their ratio (see BenchmarkPut).
+	b.Run("interleaved", func(b *testing.B) {
+		var one, deep []time.Duration
+		get1 := func(id string, into *[]time.Duration) {
+			t0 := time.Now()
+			if _, err := d.Get(context.Background(), id, nil); err != nil {
+				b.Fatal(err)
+			}
+			*into = append(*into, time.Since(t0))
+			mustPut(b, d, id)
+		}
+		for i := 0; i < b.N; i++ {
+			if i%2 == 0 {
+				get1("top1", &one)
+				get1("top128", &deep)
+			} else {
+				get1("top128", &deep)
+				get1("top1", &one)
+			}
+		}
+		o, p := median(one), median(deep)
+		b.ReportMetric(float64(o)/1e6, "depth1-ms")
+		b.ReportMetric(float64(p)/1e6, "depth128-ms")
+		b.ReportMetric(float64(p)/float64(o), "128/1")
+	})
 }
 
 // BenchmarkPut: Put of a writable layer after 10 files of 256 KiB were
