@@ -1,8 +1,28 @@
 // Package overlay2 stores layers as directories stacked by the kernel's
 // overlayfs: each layer keeps only its own files (diff/), whiteouts the
-// overlay way, and Get mounts the chain. Diff and Changes read the layer's
-// own diff/ (native diff) unless the kernel's redirect_dir or metacopy
-// would make that wrong. See layout.go for the files on disk.
+// overlay way (char 0/0 devices, trusted.overlay.opaque=y), and Get mounts
+// the chain. See layout.go for the files on disk.
+//
+// Choices worth knowing:
+//   - Get mounts a layer read-write with its diff/ as the upper dir
+//     (writable or not, as moby does) unless MountOpts.ReadOnly; a
+//     read-only Get stacks the layer's diff/ as a lower dir instead.
+//   - Mount options fit one page with short l/ names; beyond it the new
+//     mount API's "lowerdir+" (Linux 6.8+) takes one layer per call, up to
+//     the kernel's 500 lower layers; older kernels get relative paths from
+//     a private working directory (about 130 layers), then a clear refusal.
+//   - Diff and Changes read the layer's diff/ and look paths up in the
+//     parent's diff dirs (native diff), so they cost what the change
+//     costs. They switch to the naive diff when the kernel writes
+//     redirects or metadata-only copy-ups (redirect_dir, metacopy), which
+//     every mount turns off where the kernel allows. A directory replaced
+//     through the mount comes out as one whiteout per hidden name rather
+//     than an opaque marker; both mean the same to every consumer.
+//   - Put only unmounts. A layer mounted "volatile" is discarded when the
+//     driver opens after its process died with it mounted, or after a
+//     reboot (the boot ID is kept next to it), as the kernel requires.
+//   - Size limits need project quotas, which this backend does not set
+//     up: Create with a SizeLimit fails with ErrNotSupported.
 package overlay2
 
 import (
