@@ -180,7 +180,7 @@ func TestBadTarChangesNothing(t *testing.T) {
 	}
 	must(t, d.Close())
 	d = openDriver(t, root, Options{})
-	if got := d.Status(ctx).Get("Recovered at open"); got != "nothing to recover" {
+	if got := d.Status(ctx).Get("Recovered On Open"); got != "nothing to recover" {
 		t.Errorf("reopen after failed applies recovered %q", got)
 	}
 }

@@ -76,7 +76,7 @@ func TestRecoverLeftovers(t *testing.T) {
 
 	d = openDriver(t, root, Options{})
 	want := "removed 1 unfinished create, 1 unfinished remove, 1 half-applied layer, 2 layer directories without a record"
-	if got := d.Status(ctx).Get("Recovered at open"); got != want {
+	if got := d.Status(ctx).Get("Recovered On Open"); got != want {
 		t.Errorf("recovered:\n got %q\nwant %q", got, want)
 	}
 	for sub, want := range map[string]string{
@@ -237,7 +237,7 @@ func TestRecoverAfterKill(t *testing.T) {
 				t.Errorf("round %d: %s holds %v after New", round, sub, ents)
 			}
 		}
-		t.Logf("round %d (kill after %v): %d layers, %s", round, delay*time.Millisecond, len(ids), d.Status(ctx).Get("Recovered at open"))
+		t.Logf("round %d (kill after %v): %d layers, %s", round, delay*time.Millisecond, len(ids), d.Status(ctx).Get("Recovered On Open"))
 		// Start the next round from whole layers only, with fresh IDs.
 		for _, id := range ids {
 			if id != "base" && id != "ref" {

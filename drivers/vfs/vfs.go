@@ -270,7 +270,10 @@ func (d *Driver) Exists(id string) bool {
 }
 
 // Get returns the layer's directory. Nothing is mounted; the count only
-// keeps Remove and ApplyDiff away while it is in use.
+// keeps Remove and ApplyDiff away while it is in use. Of MountOpts,
+// ReadOnly is advisory (a plain directory cannot be made read-only for one
+// user), Volatile is honoured trivially (vfs never syncs what is written
+// through the path) and MountLabel is ignored (there is no mount to label).
 func (d *Driver) Get(ctx context.Context, id string, opts *driver.MountOpts) (string, error) {
 	const op = "get"
 	if err := d.check(op, id); err != nil {
@@ -457,14 +460,14 @@ func (d *Driver) Status(ctx context.Context) driver.Status {
 		BackingFS: d.backingFS,
 		Layers:    n,
 		Info: []driver.KV{
-			{Key: "Backing filesystem", Value: d.backingFS},
+			{Key: "Backing Filesystem", Value: d.backingFS},
 			{Key: "Layers", Value: strconv.Itoa(n)},
-			{Key: "Copy mode", Value: string(mode)},
+			{Key: "Copy Mode", Value: string(mode)},
 			{Key: "Reflink", Value: d.reflink},
-			{Key: "Mounted", Value: strconv.Itoa(d.refs.Total())},
-			{Key: "Size limits", Value: "not supported"},
-			{Key: "Read-only Get", Value: "advisory (nothing is mounted)"},
-			{Key: "Recovered at open", Value: recovered},
+			{Key: "Active Mounts", Value: strconv.Itoa(d.refs.Total())},
+			{Key: "Size Limits", Value: "not supported"},
+			{Key: "Read-Only Get", Value: "advisory (nothing is mounted)"},
+			{Key: "Recovered On Open", Value: recovered},
 		},
 	}
 	if len(d.damaged) > 0 {

@@ -190,7 +190,7 @@ func TestReopenSeesEveryLayer(t *testing.T) {
 	if fmt.Sprint(before) != fmt.Sprint(after) {
 		t.Fatalf("after reopen:\n%v\nwant\n%v", after, before)
 	}
-	if got := d2.Status(ctx).Get("Recovered at open"); got != "nothing to recover" {
+	if got := d2.Status(ctx).Get("Recovered On Open"); got != "nothing to recover" {
 		t.Errorf("clean reopen recovered %q", got)
 	}
 	dir, err := d2.Get(ctx, "l4", nil)
@@ -236,7 +236,7 @@ func TestStatus(t *testing.T) {
 	if s.BackingFS != backingFS("/var/tmp") || strings.HasPrefix(s.BackingFS, "unknown") {
 		t.Errorf("BackingFS = %q", s.BackingFS)
 	}
-	for _, k := range []string{"Backing filesystem", "Layers", "Copy mode", "Reflink", "Recovered at open"} {
+	for _, k := range []string{"Backing Filesystem", "Layers", "Copy Mode", "Reflink", "Recovered On Open"} {
 		if s.Get(k) == "" {
 			t.Errorf("Status has no %q: %v", k, s.Info)
 		}
