@@ -12,6 +12,8 @@ type QuotaMode string
 const (
 	// QuotaOnDemand (default) enables qgroup accounting the first time a
 	// layer is created with a size limit, and leaves it off until then.
+	// Quotas are a property of the whole filesystem: enabling them also
+	// charges what else lives on it (see qgroup.go for the cost).
 	QuotaOnDemand QuotaMode = "ondemand"
 	// QuotaAlways enables it when the driver opens.
 	QuotaAlways QuotaMode = "always"

@@ -93,6 +93,12 @@ func testQuotaStopsWrites(t *testing.T, mode QuotaMode) {
 	}
 	must(t, d.Put(ctx, "ctr"))
 
+	// A read-only child (born read-only) takes a limit too.
+	must(t, d.Create(ctx, "roc", "base", &driver.CreateOpts{SizeLimit: limit}))
+	if u, err := d.QuotaUsage(ctx, "roc"); err != nil || u.Limit != limit {
+		t.Errorf("QuotaUsage(roc) = %+v, %v", u, err)
+	}
+
 	// ApplyDiff past the limit reports ErrNoSpace and leaves the layer as
 	// it was.
 	must(t, d.Create(ctx, "img", "", &driver.CreateOpts{SizeLimit: 4 << 20}))
