@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	cbtrfs "github.com/containerd/btrfs/v2"
 	"golang.org/x/sys/unix"
 
 	"github.com/stratafs/strata/archive"
@@ -316,6 +317,26 @@ func TestFastDiffFallsBack(t *testing.T) {
 		t.Errorf("Changes = %v, want [D /b]", ch)
 	}
 	must(t, d.Put(ctx, "wbase"))
+
+	// A nested subvolume's files live in another tree, which the scan of
+	// the layer's tree cannot see.
+	must(t, d.Create(ctx, "nest", "wbase", &driver.CreateOpts{Writable: true}))
+	ndir, err := d.Get(ctx, "nest", nil)
+	must(t, err)
+	must(t, cbtrfs.SubvolCreate(p(ndir, "sv")))
+	must(t, os.WriteFile(p(ndir, "sv/inside"), []byte("x"), 0o644))
+	must(t, d.Put(ctx, "nest"))
+	rec, _ = d.store.Get("nest")
+	if _, err := fastChanges(ctx, bdir, d.layerPath("nest"), rec); !errors.Is(err, errNoFastDiff) {
+		t.Fatalf("fastChanges with a nested subvolume = %v, want errNoFastDiff", err)
+	}
+	ch, err = d.Changes(ctx, "nest")
+	must(t, err)
+	naive, err := archive.Changes(ctx, bdir, d.layerPath("nest"))
+	must(t, err)
+	if !reflect.DeepEqual(ch, naive) || fmt.Sprint(ch) != "[A /sv A /sv/inside]" {
+		t.Errorf("Changes with a nested subvolume = %v, naive %v, want [A /sv A /sv/inside]", ch, naive)
+	}
 
 	// Diffing a child of a writable parent reads the parent's directories;
 	// that must not count as a change of the parent (atime), or only the
