@@ -55,7 +55,8 @@ type Driver struct {
 
 	mu      sync.Mutex // guards closed and quota
 	closed  bool
-	quota   bool // quotas are enabled on the filesystem
+	quota   bool       // quotas are enabled on the filesystem
+	quotaMu sync.Mutex // serializes enabling them (a rescan can take long; mu must not wait for it)
 	bg      sync.WaitGroup
 	bgErrMu sync.Mutex
 	bgErr   error // last failure of a background delete, for Status
@@ -302,9 +303,9 @@ func (d *Driver) finishCreate(path string, rec *store.Record, fresh bool) error 
 
 // ensureQuota turns quotas on if they are not, as the options allow.
 func (d *Driver) ensureQuota() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.quota {
+	d.quotaMu.Lock()
+	defer d.quotaMu.Unlock()
+	if d.quotaOn() {
 		return nil
 	}
 	if d.opts.Quota == QuotaNever {
@@ -318,7 +319,9 @@ func (d *Driver) ensureQuota() error {
 	if err := enableQuota(f, d.opts.Quota == QuotaSimple); err != nil {
 		return fmt.Errorf("%v: %w", err, driver.ErrNotSupported)
 	}
+	d.mu.Lock()
 	d.quota = true
+	d.mu.Unlock()
 	return nil
 }
 
