@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stratafs/strata/internal/fsutil"
 	lg "github.com/stratafs/strata/internal/layergen"
@@ -92,6 +93,41 @@ func BenchmarkGNUTarExtract(b *testing.B) {
 			b.Fatalf("tar: %v\n%s", err, out)
 		}
 	})
+}
+
+// BenchmarkApplyVsGNUTar alternates the two inside each iteration and
+// reports their ratio: on a shared machine whose disk load drifts over
+// minutes, alternating is fairer than two benchmarks run one after the
+// other.
+func BenchmarkApplyVsGNUTar(b *testing.B) {
+	requireRoot(b)
+	needTar(b)
+	tarball := layerFile(b, baseSpec)
+	var ours, theirs time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		dst := freshDir(b, "apply-target")
+		start := time.Now()
+		f, err := os.Open(tarball)
+		must(b, err)
+		_, err = Apply(context.Background(), dst, f, ApplyOptions{})
+		f.Close()
+		must(b, err)
+		ours += time.Since(start)
+		dst = freshDir(b, "apply-target")
+		start = time.Now()
+		if out, err := exec.Command("tar", "-C", dst, "-xf", tarball).CombinedOutput(); err != nil {
+			b.Fatalf("tar: %v\n%s", err, out)
+		}
+		theirs += time.Since(start)
+		b.StartTimer()
+	}
+	b.StopTimer()
+	os.RemoveAll(filepath.Join(benchDir, "apply-target"))
+	n := float64(b.N)
+	b.ReportMetric(ours.Seconds()/n, "apply-s/op")
+	b.ReportMetric(theirs.Seconds()/n, "tar-s/op")
+	b.ReportMetric(ours.Seconds()/theirs.Seconds(), "apply/tar")
 }
 
 func BenchmarkWriteDir(b *testing.B) {
