@@ -1,6 +1,7 @@
 package conformance
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -26,6 +27,7 @@ func regressionCases() []testCase {
 		{"Buildkit2480RenameBackIsNoChange", testBuildkit2480RenameBack},
 		{"Moby5632HardlinkToLowerFile", testMoby5632HardlinkToLowerFile},
 		{"QuotaEnforcedOrRefused", testQuota},
+		{"Moby5419SparseFileStaysSparse", testMoby5419SparseFile},
 	}
 }
 
@@ -311,4 +313,104 @@ func writeSynced(path string, n int) error {
 		err = cerr
 	}
 	return err
+}
+
+// moby#5419: useradd with a large UID makes /var/log/lastlog a huge sparse
+// file, and layers that stored it whole filled disks. A sparse file must
+// stay sparse when applied, when copied into a child, after a write
+// through a mount, and when rebuilt from its Diff.
+func testMoby5419SparseFile(t *testing.T, e *env) {
+	const size, tail = 64 << 20, "lastlog\n"
+	const maxAlloc = 8 << 20 // far below size: only written blocks count
+	pr, pw := io.Pipe()
+	go func() {
+		tw := tar.NewWriter(pw)
+		err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "var/", Mode: 0o755, ModTime: epoch()})
+		if err == nil {
+			err = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "var/lastlog", Mode: 0o644, Size: size, ModTime: epoch()})
+		}
+		if err == nil {
+			_, err = io.CopyN(tw, zeros{}, size-int64(len(tail)))
+		}
+		if err == nil {
+			_, err = io.WriteString(tw, tail)
+		}
+		if err == nil {
+			err = tw.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	e.create("base", "", nil)
+	if _, err := e.d.ApplyDiff(e.ctx, "base", pr); err != nil {
+		t.Fatalf("ApplyDiff: %v", err)
+	}
+	check := func(id, what string, at int64, want string) {
+		t.Helper()
+		dir, err := e.d.Get(e.ctx, id, nil)
+		if err != nil {
+			t.Fatalf("Get(%s): %v", id, err)
+		}
+		defer e.d.Put(e.ctx, id)
+		p := filepath.Join(dir, "var", "lastlog")
+		fi, err := os.Lstat(p)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if fi.Size() != size || st.Blocks*512 > maxAlloc {
+			t.Errorf("%s: size %d with %d bytes allocated; want %d with at most %d allocated", what, fi.Size(), st.Blocks*512, size, maxAlloc)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		for off, w := range map[int64]string{size - int64(len(tail)): tail, at: want} {
+			got := make([]byte, len(w))
+			if _, err := f.ReadAt(got, off); err != nil || string(got) != w {
+				t.Errorf("%s: at %d: %q, %v; want %q", what, off, got, err, w)
+			}
+		}
+	}
+	zero8 := string(make([]byte, 8))
+	check("base", "sparse file after ApplyDiff", size/2, zero8)
+	e.create("ctr", "base", &driver.CreateOpts{Writable: true})
+	check("ctr", "sparse file in a new child", size/2, zero8)
+	dir, err := e.d.Get(e.ctx, "ctr", nil)
+	if err != nil {
+		t.Fatalf("Get(ctr): %v", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "var", "lastlog"), os.O_WRONLY, 0)
+	if err == nil {
+		_, err = f.WriteAt([]byte("login42\n"), size/2)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		t.Fatalf("writing into the sparse file through the mount: %v", err)
+	}
+	if err := e.d.Put(e.ctx, "ctr"); err != nil {
+		t.Fatalf("Put(ctr): %v", err)
+	}
+	check("ctr", "sparse file after a write through the mount", size/2, "login42\n")
+	rc, err := e.d.Diff(e.ctx, "ctr")
+	if err != nil {
+		t.Fatalf("Diff(ctr): %v", err)
+	}
+	e.create("rebuilt", "base", nil)
+	_, err = e.d.ApplyDiff(e.ctx, "rebuilt", rc)
+	rc.Close()
+	if err != nil {
+		t.Fatalf("ApplyDiff of the Diff: %v", err)
+	}
+	check("rebuilt", "sparse file rebuilt from the Diff", size/2, "login42\n")
+}
+
+// zeros reads as an endless run of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
