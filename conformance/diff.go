@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
 
 	"github.com/stratafs/strata/driver"
 	"github.com/stratafs/strata/internal/fstree"
@@ -269,6 +270,9 @@ func writableParent(t testing.TB) []byte {
 		tDir("sub", 0o755), tFile("sub/inner", "inner\n", 0o644), tFile("sub/stays", "stays\n", 0o644),
 		tDir("redir", 0o755), tFile("redir/old1", "old\n", 0o644),
 		tFile("big", strings.Repeat("parent data that must not count ", 32<<10), 0o644),
+		tFile("xattr", "xattr\n", 0o644).xattr("user.old", "old"),
+		tFile("touched", "touched\n", 0o644),
+		tFile("chown", "chown\n", 0o644),
 	)
 }
 
@@ -304,6 +308,10 @@ func testWritableMountDiff(t *testing.T, e *env) {
 		{"redir: remove", os.RemoveAll(j("redir"))},
 		{"redir: mkdir", os.Mkdir(j("redir"), 0o755)},
 		{"redir/new", os.WriteFile(j("redir/new"), []byte("new\n"), 0o644)},
+		{"setxattr", unix.Lsetxattr(j("xattr"), "user.new", []byte("new"), 0)},
+		{"removexattr", unix.Lremovexattr(j("xattr"), "user.old")},
+		{"chtimes", os.Chtimes(j("touched"), time.Unix(1e9, 5), time.Unix(1e9, 5))},
+		{"chown", os.Lchown(j("chown"), 1000, 1001)},
 	}
 	for _, s := range steps {
 		if s.err != nil {
@@ -316,7 +324,7 @@ func testWritableMountDiff(t *testing.T, e *env) {
 	sameList(t, "Changes made through the mount", []string{
 		"A /added", "A /added-link", "A /file2dir/inside", "A /newdir", "A /newdir/f",
 		"A /redir/new", "A /sl", "A /sub/newinner",
-		"C /chmod", "C /dir2file", "C /file2dir", "C /mod",
+		"C /chmod", "C /chown", "C /dir2file", "C /file2dir", "C /mod", "C /touched", "C /xattr",
 		"D /del", "D /deldir", "D /redir/old1", "D /sub/inner",
 	}, e.changes("w"))
 	d := e.diff("w")
