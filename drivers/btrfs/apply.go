@@ -151,11 +151,9 @@ func (d *Driver) fill(ctx context.Context, stage string, r io.Reader, rec store.
 	return n, nil
 }
 
-// discardRenamed deletes a subvolume already moved into the trash.
+// discardRenamed deletes a subvolume already moved into the trash, in the
+// background.
 func (d *Driver) discardRenamed(path string, svid uint64) error {
-	if d.opts.SyncRemove {
-		return d.deleteWithQgroup(context.Background(), path, svid)
-	}
 	d.bg.Add(1)
 	go func() {
 		defer d.bg.Done()

@@ -41,7 +41,7 @@ func fillLayer(b *testing.B, d *Driver, id string, n int) {
 // 50,000-file parent side by side: a snapshot's cost must not depend on the
 // parent's size.
 func BenchmarkSnapshotCreate(b *testing.B) {
-	d, _ := newTestDriver(b, 2<<30, Options{SyncRemove: true})
+	d, _ := newTestDriver(b, 2<<30, Options{})
 	ctx := context.Background()
 	for _, n := range []int{1000, 50000} {
 		fillLayer(b, d, fmt.Sprintf("p%d", n), n)

@@ -332,9 +332,11 @@ func (d *Driver) quotaOn() bool {
 }
 
 // Remove deletes layer id. Its record goes first, so the layer is gone
-// even if deleting the subvolume is interrupted; the subvolume is renamed
-// into the trash and deleted in the background unless SyncRemove is set,
-// because deletion walks the whole tree and costs real time on big layers.
+// even if deleting the subvolume is interrupted (New sweeps the rest).
+// The kernel frees a deleted subvolume's blocks in the background anyway,
+// but the delete itself evicts the layer's cached inodes, which takes about
+// a second for 50,000 files; with AsyncRemove the subvolume is renamed into
+// the trash and deleted by a goroutine instead (Close waits for it).
 func (d *Driver) Remove(ctx context.Context, id string) error {
 	if err := d.check("remove", id); err != nil {
 		return err
@@ -364,8 +366,10 @@ func (d *Driver) Remove(ctx context.Context, id string) error {
 // discard deletes a subvolume that no record names any more, and its
 // qgroup.
 func (d *Driver) discard(ctx context.Context, path string, svid uint64) error {
-	if d.opts.SyncRemove {
-		return d.deleteWithQgroup(ctx, path, svid)
+	if !d.opts.AsyncRemove {
+		// Past the record's deletion there is no going back: finish even
+		// if ctx is canceled.
+		return d.deleteWithQgroup(context.WithoutCancel(ctx), path, svid)
 	}
 	dst := filepath.Join(d.trash, filepath.Base(path)+"."+randomSuffix())
 	if err := moveSubvol(path, dst); err != nil {

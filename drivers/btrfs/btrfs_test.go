@@ -78,15 +78,15 @@ func TestParseOptions(t *testing.T) {
 	if err == nil {
 		t.Errorf("size=1.5G parsed as %+v, want an error", o)
 	}
-	o, err = ParseOptions([]string{"btrfs.quota=simple", "size=512Mi", "sync_remove=true", "fast_diff=false"})
+	o, err = ParseOptions([]string{"btrfs.quota=simple", "size=512Mi", "async_remove=true", "fast_diff=false"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Options{Quota: QuotaSimple, DefaultSizeLimit: 512 << 20, SyncRemove: true, NoFastDiff: true}
+	want := Options{Quota: QuotaSimple, DefaultSizeLimit: 512 << 20, AsyncRemove: true, NoFastDiff: true}
 	if o != want {
 		t.Errorf("ParseOptions = %+v, want %+v", o, want)
 	}
-	for _, bad := range []string{"quota=maybe", "size=-1", "size=10X", "sync_remove=perhaps", "colour=blue", "novalue"} {
+	for _, bad := range []string{"quota=maybe", "size=-1", "size=10X", "async_remove=perhaps", "colour=blue", "novalue"} {
 		if _, err := ParseOptions([]string{bad}); err == nil || !strings.Contains(err.Error(), "btrfs") {
 			t.Errorf("ParseOptions(%q) = %v, want a clear error", bad, err)
 		}
@@ -94,7 +94,14 @@ func TestParseOptions(t *testing.T) {
 }
 
 func TestLifecycle(t *testing.T) {
-	d, root := newTestDriver(t, 0, Options{})
+	for _, async := range []bool{false, true} {
+		t.Run(fmt.Sprintf("async_remove=%v", async), func(t *testing.T) { testLifecycle(t, Options{AsyncRemove: async}) })
+	}
+}
+
+// testLifecycle ends with Close: background deletes must be done by then.
+func testLifecycle(t *testing.T, opts Options) {
+	d, root := newTestDriver(t, 0, opts)
 	ctx := context.Background()
 	must(t, d.Create(ctx, "base", "", nil))
 	n, err := d.ApplyDiff(ctx, "base", layerTar(t, map[string]string{"etc/hello": "hi\n"}))
@@ -207,7 +214,7 @@ func TestRecoverAfterCrash(t *testing.T) {
 }
 
 func TestRemoveNestedSubvolumes(t *testing.T) {
-	d, root := newTestDriver(t, 0, Options{SyncRemove: true})
+	d, root := newTestDriver(t, 0, Options{})
 	ctx := context.Background()
 	must(t, d.Create(ctx, "ctr", "", &driver.CreateOpts{Writable: true}))
 	dir, err := d.Get(ctx, "ctr", nil)

@@ -226,9 +226,9 @@ func (d *Driver) Status(ctx context.Context) driver.Status {
 	if err != nil {
 		dev = "unknown (" + err.Error() + ")"
 	}
-	remove := "background"
-	if d.opts.SyncRemove {
-		remove = "synchronous"
+	remove := "synchronous"
+	if d.opts.AsyncRemove {
+		remove = "background"
 	}
 	info := []driver.KV{
 		{Key: "Backing device", Value: dev},

@@ -33,10 +33,11 @@ type Options struct {
 	// DefaultSizeLimit applies to layers created without their own limit
 	// (0: none). Key "size".
 	DefaultSizeLimit int64
-	// SyncRemove makes Remove delete the subvolume before returning, instead
-	// of renaming it into the trash and deleting it in the background.
-	// Key "sync_remove".
-	SyncRemove bool
+	// AsyncRemove makes Remove rename the subvolume into the trash and
+	// delete it in the background, for roots with big layers where
+	// Remove's latency matters; the root then holds trash entries for a
+	// while after Remove returns. Key "async_remove".
+	AsyncRemove bool
 	// NoFastDiff turns off the generation-based diff and always compares
 	// the layer with its parent in full. Key "fast_diff=false".
 	NoFastDiff bool
@@ -46,7 +47,7 @@ type Options struct {
 //
 //	quota=ondemand|always|simple|never
 //	size=10G                (default size limit; K, M, G, T suffixes, powers of 1024)
-//	sync_remove=true|false
+//	async_remove=true|false
 //	fast_diff=true|false
 func ParseOptions(kv []string) (Options, error) {
 	var o Options
@@ -72,12 +73,12 @@ func ParseOptions(kv []string) (Options, error) {
 				return Options{}, fmt.Errorf("btrfs: option size=%q: %v", v, err)
 			}
 			o.DefaultSizeLimit = n
-		case "sync_remove":
+		case "async_remove":
 			b, err := strconv.ParseBool(v)
 			if err != nil {
-				return Options{}, fmt.Errorf("btrfs: option sync_remove=%q: want true or false", v)
+				return Options{}, fmt.Errorf("btrfs: option async_remove=%q: want true or false", v)
 			}
-			o.SyncRemove = b
+			o.AsyncRemove = b
 		case "fast_diff":
 			b, err := strconv.ParseBool(v)
 			if err != nil {
@@ -85,7 +86,7 @@ func ParseOptions(kv []string) (Options, error) {
 			}
 			o.NoFastDiff = !b
 		default:
-			return Options{}, fmt.Errorf("btrfs: unknown option %q (known: quota, size, sync_remove, fast_diff)", k)
+			return Options{}, fmt.Errorf("btrfs: unknown option %q (known: quota, size, async_remove, fast_diff)", k)
 		}
 	}
 	return o, nil
