@@ -31,6 +31,7 @@ func lifecycleCases() []testCase {
 		{"Concurrent", testConcurrent},
 		{"ConcurrentParentRemove", testConcurrentParentRemove},
 		{"Status", testStatus},
+		{"VolatileMount", testVolatileMount},
 	}
 }
 
@@ -580,6 +581,32 @@ func testConcurrentParentRemove(t *testing.T, e *env) {
 	}
 }
 
+// A volatile mount is honoured or refused with ErrNotSupported, never
+// silently turned into something else; honoured, it works like any mount
+// while the driver runs.
+func testVolatileMount(t *testing.T, e *env) {
+	e.layer("base", "", smallLayer(t, "base", 1))
+	e.create("ctr", "base", &driver.CreateOpts{Writable: true})
+	dir, err := e.d.Get(e.ctx, "ctr", &driver.MountOpts{Volatile: true})
+	if err != nil {
+		isErr(t, "Get with Volatile", err, driver.ErrNotSupported)
+		t.Logf("volatile mounts refused: %v", err)
+		e.noMounts("after a refused volatile Get")
+		return
+	}
+	if err := os.WriteFile(filepath.Join(dir, "scratch"), []byte("scratch\n"), 0o644); err != nil {
+		t.Errorf("writing through a volatile mount: %v", err)
+	}
+	if err := e.d.Put(e.ctx, "ctr"); err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	e.noMounts("after the volatile layer's Put")
+	sameList(t, "Changes made through a volatile mount", []string{"A /scratch"}, e.changes("ctr"))
+	if err := e.d.Remove(e.ctx, "ctr"); err != nil {
+		t.Errorf("Remove: %v", err)
+	}
+}
+
 func testStatus(t *testing.T, e *env) {
 	e.layer("one", "", smallLayer(t, "one", 1))
 	e.create("two", "one", nil)
@@ -590,7 +617,7 @@ func testStatus(t *testing.T, e *env) {
 	if s.Layers != 2 {
 		t.Errorf("Status.Layers = %d, want 2", s.Layers)
 	}
-	if s.Root == "" {
-		t.Errorf("Status.Root is empty")
+	if s.Root == "" || s.BackingFS == "" {
+		t.Errorf("Status.Root = %q, Status.BackingFS = %q: both must say where the layers are", s.Root, s.BackingFS)
 	}
 }
