@@ -48,6 +48,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,8 +86,8 @@ type Options struct {
 	Buckets []float64
 	// SampleEvery thins the timing of Get and Put when they are busy:
 	// after the first TimedAfterScrape calls since the last scrape, only
-	// one call in SampleEvery is timed. 0 means DefaultSampleEvery; 1
-	// times every call. A Get or Put of a layer that is already mounted
+	// one call in SampleEvery (rounded up to a power of two) is timed. 0
+	// means DefaultSampleEvery; 1 times every call. A Get or Put of a layer that is already mounted
 	// takes a few microseconds, and the two clock reads that time it
 	// would add several percent; the rare Gets that mount (milliseconds)
 	// are all timed on a daemon scraped every few seconds. Every call is
@@ -204,14 +205,13 @@ func Instrument(d driver.Driver, reg prometheus.Registerer, opts Options) (drive
 	}
 
 	in := &instrumented{inner: d, reg: reg, epoch: time.Now()}
-	for o := range numOps {
-		in.every[o] = 1
-	}
-	every := opts.SampleEvery
-	if every <= 0 {
+	every := uint64(opts.SampleEvery)
+	if opts.SampleEvery <= 0 {
 		every = DefaultSampleEvery
 	}
-	in.every[opGet], in.every[opPut] = uint64(every), uint64(every)
+	// A power of two, so that the busy path tests a mask, not a division.
+	mask := uint64(1)<<bits.Len64(every-1) - 1
+	in.mask[opGet], in.mask[opPut] = mask, mask
 	in.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: ns, Name: "operation_duration_seconds",
 		Help:        "Time taken by driver operations; Get and Put are sampled (see strata_operations_total for counts). A diff is timed from the call until its stream is closed.",
@@ -326,10 +326,11 @@ type instrumented struct {
 	// reads one clock where time.Now reads two.
 	epoch time.Time
 	// calls and failed count calls per operation; base holds calls as of
-	// the last scrape; every[o] > 1 times only one call of o in every[o]
-	// once TimedAfterScrape calls were timed since that scrape.
+	// the last scrape. Once TimedAfterScrape calls of o were made since
+	// then, only those whose count n has n&mask[o] == 1&mask[o] are timed
+	// (mask 0: all).
 	calls, failed, base [numOps]atomic.Uint64
-	every               [numOps]uint64
+	mask                [numOps]uint64
 	closed              atomic.Bool
 	duration            *prometheus.HistogramVec
 	obs                 [numOps]prometheus.Observer // pre-resolved: no label look-up per call
@@ -353,14 +354,21 @@ const untimed = time.Duration(-1)
 // begin counts a call of o and returns its start time, or untimed.
 func (in *instrumented) begin(o op) time.Duration {
 	n := in.calls[o].Add(1)
-	if every := in.every[o]; every > 1 && n-in.base[o].Load() > TimedAfterScrape && n%every != 1 {
+	if m := in.mask[o]; n&m != 1&m && n-in.base[o].Load() > TimedAfterScrape {
 		return untimed
 	}
 	return time.Since(in.epoch)
 }
 
-// done records the end of a call that begin started.
+// done records the end of a call that begin started; it inlines to one
+// test when there is nothing to record.
 func (in *instrumented) done(o op, start time.Duration, err error) {
+	if start != untimed || err != nil {
+		in.record(o, start, err)
+	}
+}
+
+func (in *instrumented) record(o op, start time.Duration, err error) {
 	if start != untimed {
 		in.obs[o].Observe((time.Since(in.epoch) - start).Seconds())
 	}
