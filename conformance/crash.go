@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stratafs/strata/driver"
+	"github.com/stratafs/strata/internal/fstree"
+	"github.com/stratafs/strata/internal/layergen"
 )
 
 // The crash cases kill a real process with SIGKILL in the middle of an
@@ -23,6 +25,7 @@ import (
 func crashCases() []testCase {
 	return []testCase{
 		{"CrashDuringApply", testCrashDuringApply},
+		{"CrashDuringApplyAnyTime", testCrashDuringApplyAnyTime},
 		{"CrashDuringCreate", testCrashDuringCreate},
 		{"CrashWhileMounted", testCrashWhileMounted},
 		{"CrashDuringRemove", testCrashDuringRemove},
@@ -200,6 +203,53 @@ func testCrashDuringApply(t *testing.T, e *env) {
 	e.layer("victim", "mid", more)
 	e.reopen()
 	e.sameTree("victim made again after recovery", reference(t, base, mid, more), e.view("victim"))
+}
+
+// Kills at several points of a finite ApplyDiff, up to and past the
+// publishing step: the layer is gone, or whole, or still the empty layer
+// Create made (the kill came before ApplyDiff began); never part-filled.
+func testCrashDuringApplyAnyTime(t *testing.T, e *env) {
+	if e.b.Caps.NoDevices {
+		t.Skipf("%s cannot store device nodes, which the generated layer has", e.b.Name)
+	}
+	p := smallLayer(t, "p", 1)
+	e.layer("p", "", p)
+	var gen bytes.Buffer
+	if err := layergen.Base(&gen, finiteSpec()); err != nil {
+		t.Fatal(err)
+	}
+	whole, empty := reference(t, p, gen.Bytes()), reference(t, p)
+	e.closeDriver()
+	before := e.rootPaths()
+	delays := []time.Duration{0, time.Millisecond, 5 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond}
+	outcomes := map[string]int{}
+	for i, after := range delays {
+		id := fmt.Sprintf("v%d", i)
+		finished := e.crash(childJob{Op: "apply-finite", ID: id, Parent: "p"}, after)
+		e.noMounts("after recovery from a killed ApplyDiff")
+		switch {
+		case !e.d.Exists(id):
+			if finished {
+				t.Errorf("ApplyDiff of %s finished before the kill, but the layer is gone after New", id)
+			}
+			outcomes["gone"]++
+		default:
+			v := e.view(id)
+			if len(fstree.Diff(empty, v, e.treeOptions())) == 0 && !finished {
+				outcomes["empty"]++
+			} else {
+				e.sameTree(fmt.Sprintf("layer whose ApplyDiff was killed %v in, present after New", after), whole, v)
+				outcomes["whole"]++
+			}
+			if err := e.d.Remove(e.ctx, id); err != nil {
+				t.Errorf("Remove(%s): %v", id, err)
+			}
+		}
+		e.closeDriver()
+	}
+	t.Logf("outcomes of %d kills: %v", len(delays), outcomes)
+	e.sameRoot("after killed ApplyDiffs", before)
+	e.d = e.open()
 }
 
 func testCrashDuringCreate(t *testing.T, e *env) {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stratafs/strata/internal/layergen"
 )
 
 // childEnv names the environment variable that turns a re-executed test
@@ -45,7 +47,8 @@ type childJob struct {
 	Backend string `json:"backend"`
 	Root    string `json:"root"`
 	// Op is "apply" (Create ID on Parent, then ApplyDiff of an endless
-	// stream), "create" (Create ID on Parent), "mount" (Get ID and write a
+	// stream), "apply-finite" (the same with a generated layer that ends),
+	// "create" (Create ID on Parent), "mount" (Get ID and write a
 	// file through it) or "remove" (Remove ID).
 	Op     string `json:"op"`
 	ID     string `json:"id"`
@@ -101,6 +104,15 @@ func runJob(ctx context.Context, b Backend, j childJob) error {
 			err = fmt.Errorf("ApplyDiff of an endless stream returned")
 		}
 		return err
+	case "apply-finite":
+		if err := d.Create(ctx, j.ID, j.Parent, nil); err != nil {
+			return err
+		}
+		fmt.Println(childProgress)
+		pr, pw := io.Pipe()
+		go func() { pw.CloseWithError(layergen.Base(pw, finiteSpec())) }()
+		_, err := d.ApplyDiff(ctx, j.ID, pr)
+		return err
 	case "create":
 		fmt.Println(childProgress)
 		return d.Create(ctx, j.ID, j.Parent, nil)
@@ -120,6 +132,9 @@ func runJob(ctx context.Context, b Backend, j childJob) error {
 	}
 	return fmt.Errorf("unknown op %q", j.Op)
 }
+
+// finiteSpec is the generated layer the "apply-finite" child applies.
+func finiteSpec() layergen.Spec { return layergen.Spec{Files: 300, TotalBytes: 3 << 20, Seed: 11} }
 
 // endlessTar writes a layer tar that never ends: 64 KiB files in
 // directories of 100. Once progressAfter bytes have gone into the pipe
