@@ -234,13 +234,17 @@ func (a *applier) file(ctx context.Context, pfd int, base string, hdr *tar.Heade
 	if err == nil {
 		err = a.fdMeta(fd, hdr)
 	}
+	if err == nil {
+		// Through the fd: no second lookup of the name.
+		t := times(hdr)
+		if terr := unix.UtimesNanoAt(fd, "", []unix.Timespec{t.atime, t.mtime}, unix.AT_EMPTY_PATH); terr != nil {
+			err = fmt.Errorf("set times: %w", terr)
+		}
+	}
 	if cerr := unix.Close(fd); err == nil && cerr != nil {
 		err = fmt.Errorf("close: %w", cerr)
 	}
-	if err != nil {
-		return err
-	}
-	return setTimes(pfd, base, hdr)
+	return err
 }
 
 // content copies size bytes from r to fd through the one buffer, leaving
