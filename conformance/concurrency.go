@@ -151,3 +151,36 @@ func testConcurrentParentRemove(t *testing.T, e *env) {
 		}
 	}
 }
+
+// Two drivers on two roots in one process share nothing: the same ID
+// names two different layers, and closing one driver leaves the other
+// working.
+func testTwoRoots(t *testing.T, e *env) {
+	other := &env{t: t, b: e.b, root: makeRoot(t, e.b), ctx: e.ctx}
+	other.d = other.open()
+	t.Cleanup(func() {
+		if other.d != nil {
+			other.d.Close()
+		}
+	})
+	l1, l2 := smallLayer(t, "first", 1), smallLayer(t, "second", 2)
+	e.layer("x", "", l1)
+	other.layer("x", "", l2)
+	if _, err := e.d.Get(e.ctx, "x", nil); err != nil {
+		t.Fatalf("Get on the first root: %v", err)
+	}
+	// A Get on one root is no Get on the other.
+	if err := other.d.Remove(e.ctx, "x"); err != nil {
+		t.Errorf("Remove on the second root while the first root's x is mounted: %v", err)
+	}
+	if err := e.d.Put(e.ctx, "x"); err != nil {
+		t.Fatalf("Put on the first root: %v", err)
+	}
+	e.sameTree("first root's x after the second root's x was removed", reference(t, l1), e.view("x"))
+	if err := other.d.Close(); err != nil {
+		t.Fatalf("Close of the second driver: %v", err)
+	}
+	other.d = nil
+	e.create("y", "x", nil)
+	e.sameTree("first root after the second driver closed", reference(t, l1), e.view("y"))
+}

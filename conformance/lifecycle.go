@@ -29,6 +29,7 @@ func lifecycleCases() []testCase {
 		{"Reopen", testReopen},
 		{"Concurrent", testConcurrent},
 		{"ConcurrentParentRemove", testConcurrentParentRemove},
+		{"TwoRoots", testTwoRoots},
 		{"Status", testStatus},
 		{"VolatileMount", testVolatileMount},
 	}
