@@ -26,11 +26,12 @@ func TestApplyEveryKind(t *testing.T) {
 		lg.Entry{Name: "d/", Type: tar.TypeDir, Mode: 0o1777, UID: 7, GID: 8, ModTime: mt},
 		lg.Entry{Name: "d/f", Content: []byte("hello"), Mode: 0o4755, UID: 1000, GID: 1001, ModTime: mt,
 			Xattrs: map[string]string{"user.a": "1", "security.capability": cp, "trusted.overlay.opaque": "y"}},
-		lg.Entry{Name: "d/sym", Type: tar.TypeSymlink, Link: "/d/f", UID: 5, GID: 6, ModTime: mt},
+		lg.Entry{Name: "d/sym", Type: tar.TypeSymlink, Link: "/d/f", UID: 5, GID: 6, ModTime: mt,
+			Xattrs: map[string]string{"trusted.sym": "s"}},
 		lg.Entry{Name: "d/hard", Type: tar.TypeLink, Link: "/d/f"},
 		lg.Entry{Name: "d/null", Type: tar.TypeChar, Major: 1, Minor: 3, Mode: 0o666, ModTime: mt},
 		lg.Entry{Name: "d/blk", Type: tar.TypeBlock, Major: 7, Minor: 200, Mode: 0o660, ModTime: mt},
-		lg.Entry{Name: "d/fifo", Type: tar.TypeFifo, Mode: 0o640, ModTime: mt},
+		lg.Entry{Name: "d/fifo", Type: tar.TypeFifo, Mode: 0o640, ModTime: mt, Xattrs: map[string]string{"trusted.fifo": "f"}},
 		lg.Entry{Name: "implicit/parent/f", Content: []byte("x")},
 	)
 	n, err := Apply(context.Background(), root, bytes.NewReader(tb), ApplyOptions{})
@@ -82,6 +83,11 @@ func TestApplyEveryKind(t *testing.T) {
 	}
 	if n, err := unix.Lgetxattr(filepath.Join(root, "d/f"), "user.a", buf); err != nil || string(buf[:n]) != "1" {
 		t.Errorf("user.a: %q %v", buf[:n], err)
+	}
+	for p, want := range map[string]string{"d/sym": "trusted.sym", "d/fifo": "trusted.fifo"} {
+		if n, err := unix.Lgetxattr(filepath.Join(root, p), want, buf); err != nil || n != 1 {
+			t.Errorf("%s: %s: %v", p, want, err)
+		}
 	}
 	if _, err := unix.Lgetxattr(filepath.Join(root, "d/f"), "trusted.overlay.opaque", buf); err != unix.ENODATA {
 		t.Errorf("overlay xattr from the tar was stored: %v", err)
@@ -304,5 +310,29 @@ func TestApplyWhiteoutsThroughSymlinks(t *testing.T) {
 	}
 	if exists(filepath.Join(root, "usr/bin/old")) {
 		t.Error("usr/bin/old survived the opaque marker")
+	}
+}
+
+// TestApplyParentCacheFollowsReplacements: the cached parent fd must not
+// outlive a replacement of a directory on its path.
+func TestApplyParentCacheFollowsReplacements(t *testing.T) {
+	requireRoot(t)
+	_, root := target(t)
+	apply(t, root, lg.Tar(
+		lg.Dir("c"), lg.Dir("c/b"),
+		lg.Dir("a"), lg.Dir("a/b"), lg.File("a/b/one", "1"), // a/b is now the cached parent
+		lg.Symlink("a", "c"), // a replaced: a/b now means c/b
+		lg.File("a/b/two", "2"),
+		lg.File("a/b/check", "two is here"),
+		lg.File("c/b", "x"), lg.Dir("c/b"), // replaced twice: a new inode
+		lg.File("a/b/three", "3"),
+	), ApplyOptions{})
+	if got := readFile(t, filepath.Join(root, "c/b/three")); got != "3" {
+		t.Errorf("c/b/three = %q", got)
+	}
+	for _, p := range []string{"c/b/one", "c/b/two", "c/b/check"} {
+		if exists(filepath.Join(root, p)) {
+			t.Errorf("%s: written through a stale parent or survived the replacement", p)
+		}
 	}
 }
