@@ -65,6 +65,8 @@ func WriteChanges(ctx context.Context, w io.Writer, dir string, changes []Change
 // overlay format, whiteout devices and opaque xattrs become .wh. entries
 // and overlay's own xattrs are left out. The root directory itself is not
 // written (a layer does not carry the metadata of /), nor are sockets.
+// Sparse files are written as regular files, holes as zeros (the tar
+// sparse formats are not produced); Apply turns zero runs back into holes.
 func WriteDir(ctx context.Context, w io.Writer, dir string, opts DiffOptions) error {
 	if err := isDir(dir); err != nil {
 		return err
