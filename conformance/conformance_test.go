@@ -13,7 +13,7 @@ var driverFlag = flag.String("driver", "", "comma-separated backends to test (de
 // backends lists every backend the suite knows; each is defined in its own
 // backend_<name>_test.go.
 func backends() []conformance.Backend {
-	return []conformance.Backend{vfsBackend(), overlay2Backend(), btrfsBackend()}
+	return []conformance.Backend{vfsBackend(), overlay2Backend(), btrfsBackend(), metricsBackend()}
 }
 
 // selected returns the backends chosen with -driver, failing on an unknown
