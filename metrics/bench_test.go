@@ -16,11 +16,22 @@ import (
 )
 
 // The decorator's cost, measured against the same driver instance called
-// directly. Sub-benchmarks are named wrap=bare and wrap=instrumented so
-// that one run compares them side by side:
+// directly. BenchmarkGetPut and BenchmarkApplyDiff name their
+// sub-benchmarks wrap=bare and wrap=instrumented:
 //
-//	go test -run '^$' -bench . -count 10 ./metrics > bench.txt
+//	go test -run '^$' -bench 'GetPut|ApplyDiff' -count 10 ./metrics > bench.txt
 //	benchstat -col /wrap bench.txt
+//
+// On a shared machine their wall-clock figures swing by more than the
+// decorator costs; BenchmarkOverhead alternates the two sides inside one
+// benchmark and also reports thread CPU time, whose medians over a few
+// rounds are steady enough to read a few percent:
+//
+//	go test -c -o /var/tmp/metrics.test ./metrics
+//	cd metrics && for i in $(seq 10); do
+//		/var/tmp/metrics.test -test.run '^$' -test.bench Overhead
+//	done > /var/tmp/overhead.txt
+//	benchstat /var/tmp/overhead.txt   # see overhead-cpu-%
 
 // benchDrivers are the drivers to measure: the in-memory fake shows the
 // decorator's absolute cost in nanoseconds, the real backends its share
