@@ -49,7 +49,7 @@ func commands() []command {
 		{"probe", "", "say which backends work on this host and which one is chosen", cmdProbe},
 		{"status", "", "show the backend's status", cmdStatus},
 		{"demo", "", "store a small multi-layer image and run a container layer on it", cmdDemo},
-		{"serve", "[--listen ADDR] [--api] [--per-layer] [--scrape-budget D] [--copyup-ttl D]", "serve Prometheus /metrics and /healthz until SIGTERM", cmdServe},
+		{"serve", "[--listen ADDR] [--api] [--per-layer]", "serve Prometheus /metrics and /healthz until SIGTERM", cmdServe},
 	}
 }
 
