@@ -192,9 +192,10 @@ func debianTar(t *testing.T) string {
 	t.Helper()
 	dir := "/var/tmp/strata-fixtures"
 	p := filepath.Join(dir, "debian-essential.tar")
-	if _, err := os.Stat(p); err == nil {
+	if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
 		return p
 	}
+	os.RemoveAll(p) // not a tar (a leftover of an older run): rebuild
 	if _, err := exec.LookPath("mmdebstrap"); err != nil {
 		t.Skipf("no Debian rootfs fixture and no mmdebstrap to make one: %v", err)
 	}
@@ -203,13 +204,15 @@ func debianTar(t *testing.T) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	tmp := p + ".tmp"
+	// mmdebstrap picks its output format from the name: it must end in .tar.
+	tmp := filepath.Join(dir, "debian-essential.partial.tar")
+	os.RemoveAll(tmp)
 	// essential: the Essential:yes packages only (~140 MB unpacked),
 	// enough for a real rootfs with every kind of entry dpkg makes.
 	cmd := exec.CommandContext(ctx, "mmdebstrap", "--variant=essential", "--mode=root", "--quiet", "bookworm", tmp)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		os.Remove(tmp)
+		os.RemoveAll(tmp)
 		t.Skipf("mmdebstrap could not make the Debian rootfs fixture (no network to the mirror?): %v\n%s", err, lastLines(string(out), 5))
 	}
 	if err := os.Rename(tmp, p); err != nil {

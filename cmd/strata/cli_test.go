@@ -325,7 +325,7 @@ func TestCLIProbeAndStatus(t *testing.T) {
 
 func TestCLIUsageErrors(t *testing.T) {
 	root := testRoot(t)
-	golden(t, "help", root, ok(t, nil, "help"))
+	checkUsage(t, ok(t, nil, "help"))
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -343,6 +343,37 @@ func TestCLIUsageErrors(t *testing.T) {
 		if !strings.Contains(msg, tc.msg) {
 			t.Errorf("strata %v: stderr %q, want %q", tc.args, msg, tc.msg)
 		}
+	}
+}
+
+// checkUsage checks that the usage lists every command of the table with
+// its summary, the summaries in one aligned column. (Not a golden file: the
+// table grows as commands are added.)
+func checkUsage(t *testing.T, out string) {
+	t.Helper()
+	if !strings.HasPrefix(out, "usage: strata [--root DIR] [--driver NAME] [--opt key=value]... [--json] COMMAND [ARGS]\n") {
+		t.Errorf("usage line:\n%s", out)
+	}
+	col := -1
+	for _, c := range commands() {
+		var line string
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, "  "+c.name+" ") {
+				line = l
+			}
+		}
+		i := strings.Index(line, c.summary)
+		if line == "" || i < 0 || !strings.Contains(line, c.args) {
+			t.Errorf("usage lacks %s %s / %q:\n%s", c.name, c.args, c.summary, out)
+			continue
+		}
+		if col >= 0 && i != col {
+			t.Errorf("summary of %s starts at column %d, others at %d", c.name, i, col)
+		}
+		col = i
+	}
+	if !strings.Contains(out, "backends, in priority order: "+strings.Join(drivers.Names(), ", ")) {
+		t.Errorf("usage does not list the backends:\n%s", out)
 	}
 }
 
