@@ -200,24 +200,13 @@ func (d *Driver) Layers(ctx context.Context) ([]driver.LayerInfo, error) {
 	if err := d.checkOpen(); err != nil {
 		return nil, driver.Wrap("layers", "", err)
 	}
-	var out []driver.LayerInfo
-	for _, r := range d.store.List() {
-		if r.State == store.Ready {
-			out = append(out, r.Info())
-		}
-	}
-	return out, nil
+	return d.store.Infos(), nil
 }
 
 // Status reports the backing device, whether quotas are on and the layer
 // count.
 func (d *Driver) Status(ctx context.Context) driver.Status {
-	n := 0
-	for _, r := range d.store.List() {
-		if r.State == store.Ready {
-			n++
-		}
-	}
+	n := len(d.store.Ready())
 	quota := "off"
 	if d.quotaOn() {
 		quota = "on"

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stratafs/strata/driver"
+	"github.com/stratafs/strata/internal/fsutil"
 	"github.com/stratafs/strata/internal/mount"
 )
 
@@ -39,35 +40,6 @@ type host struct {
 	inEffect []string
 }
 
-// fsName names a statfs(2) f_type for Status and for the checks.
-func fsName(t int64) string {
-	switch t {
-	case unix.EXT4_SUPER_MAGIC:
-		return "extfs"
-	case unix.XFS_SUPER_MAGIC:
-		return "xfs"
-	case unix.BTRFS_SUPER_MAGIC:
-		return "btrfs"
-	case unix.TMPFS_MAGIC:
-		return "tmpfs"
-	case unix.OVERLAYFS_SUPER_MAGIC:
-		return "overlayfs"
-	case unix.FUSE_SUPER_MAGIC:
-		return "fuse"
-	case unix.NFS_SUPER_MAGIC:
-		return "nfs"
-	case unix.ECRYPTFS_SUPER_MAGIC:
-		return "ecryptfs"
-	case 0x61756673:
-		return "aufs"
-	case 0x2fc12fc1:
-		return "zfs"
-	case unix.F2FS_SUPER_MAGIC:
-		return "f2fs"
-	}
-	return fmt.Sprintf("unknown(0x%x)", uint64(t))
-}
-
 // unusableReason says why overlay cannot use fs as its upper layer, or "".
 // Filesystems not named here (fuse, zfs, ...) are judged by the test mount.
 func unusableReason(fs string) string {
@@ -82,14 +54,6 @@ func unusableReason(fs string) string {
 		return "nfs cannot hold an overlay upper layer (no whiteouts or trusted xattrs)"
 	}
 	return ""
-}
-
-func backingFS(root string) (string, error) {
-	var st unix.Statfs_t
-	if err := unix.Statfs(root, &st); err != nil {
-		return "", &os.PathError{Op: "statfs", Path: root, Err: err}
-	}
-	return fsName(int64(st.Type)), nil
 }
 
 func notSupported(format string, args ...any) error {
@@ -135,7 +99,7 @@ func firstMissing(p string) string {
 // it again.
 func checkHost(ctx context.Context, root string, opts Options, testMount bool) (host, error) {
 	var h host
-	fs, err := backingFS(root)
+	fs, err := fsutil.BackingFS(root)
 	if err != nil {
 		return h, err
 	}

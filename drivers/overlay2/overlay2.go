@@ -574,13 +574,7 @@ func (d *Driver) Layers(ctx context.Context) ([]driver.LayerInfo, error) {
 	if d.closed.Load() {
 		return nil, driver.Wrap("layers", "", driver.ErrClosed)
 	}
-	var out []driver.LayerInfo
-	for _, r := range d.store.List() {
-		if r.State == store.Ready {
-			out = append(out, r.Info())
-		}
-	}
-	return out, nil
+	return d.store.Infos(), nil
 }
 
 // Close implements driver.Driver: it unmounts what is still mounted.

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stratafs/strata/driver"
+	"github.com/stratafs/strata/internal/fsutil"
 )
 
 // Probe reports whether vfs can keep layers under root: nil when it can,
@@ -30,7 +31,7 @@ func Probe(ctx context.Context, root string) error {
 		return notSupported(fmt.Sprintf("statfs %s: %v", dir, err))
 	}
 	if sfs.Flags&unix.ST_RDONLY != 0 {
-		return notSupported(fmt.Sprintf("%s is on a read-only %s filesystem", dir, fsName(sfs.Type)))
+		return notSupported(fmt.Sprintf("%s is on a read-only %s filesystem", dir, fsutil.FSName(sfs.Type)))
 	}
 	// Make what Create makes: a directory, a file in it, a rename.
 	tmp, err := os.MkdirTemp(dir, ".strata-vfs-probe-")
@@ -79,45 +80,11 @@ func nearestDir(root string) (string, error) {
 
 // backingFS names the filesystem dir lives on.
 func backingFS(dir string) string {
-	var sfs unix.Statfs_t
-	if err := unix.Statfs(dir, &sfs); err != nil {
+	name, err := fsutil.BackingFS(dir)
+	if err != nil {
 		return "unknown (" + err.Error() + ")"
 	}
-	return fsName(sfs.Type)
-}
-
-func fsName(magic int64) string {
-	switch uint32(magic) {
-	case unix.EXT4_SUPER_MAGIC:
-		return "ext4"
-	case unix.XFS_SUPER_MAGIC:
-		return "xfs"
-	case unix.BTRFS_SUPER_MAGIC:
-		return "btrfs"
-	case unix.TMPFS_MAGIC:
-		return "tmpfs"
-	case unix.OVERLAYFS_SUPER_MAGIC:
-		return "overlayfs"
-	case unix.F2FS_SUPER_MAGIC:
-		return "f2fs"
-	case unix.FUSE_SUPER_MAGIC:
-		return "fuse"
-	case unix.NFS_SUPER_MAGIC:
-		return "nfs"
-	case unix.ECRYPTFS_SUPER_MAGIC:
-		return "ecryptfs"
-	case unix.SQUASHFS_MAGIC:
-		return "squashfs"
-	case unix.RAMFS_MAGIC:
-		return "ramfs"
-	case unix.BCACHEFS_SUPER_MAGIC:
-		return "bcachefs"
-	case 0x2fc12fc1:
-		return "zfs"
-	case 0xff534d42, 0xfe534d42:
-		return "cifs"
-	}
-	return fmt.Sprintf("unknown (magic %#x)", uint32(magic))
+	return name
 }
 
 // probeReflink finds out once per driver whether files under dir can be

@@ -428,24 +428,13 @@ func (d *Driver) Layers(ctx context.Context) ([]driver.LayerInfo, error) {
 	if d.closed.Load() {
 		return nil, driver.Wrap("layers", "", driver.ErrClosed)
 	}
-	var out []driver.LayerInfo
-	for _, r := range d.store.List() {
-		if r.State == store.Ready {
-			out = append(out, r.Info())
-		}
-	}
-	return out, nil
+	return d.store.Infos(), nil
 }
 
 // Status describes the driver: backing filesystem, layer count, whether
 // Create clones files, and what New recovered.
 func (d *Driver) Status(ctx context.Context) driver.Status {
-	n := 0
-	for _, r := range d.store.List() {
-		if r.State == store.Ready {
-			n++
-		}
-	}
+	n := len(d.store.Ready())
 	mode := d.opts.CopyMode
 	if mode == "" {
 		mode = CopyAuto

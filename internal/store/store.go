@@ -139,6 +139,29 @@ func (s *Store) List() []Record {
 	return out
 }
 
+// Ready returns copies of the records in state Ready, sorted by ID.
+func (s *Store) Ready() []Record {
+	all := s.List()
+	out := all[:0]
+	for _, r := range all {
+		if r.State == Ready {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Infos lists the complete layers in the driver's public form, sorted by
+// ID: what every backend's driver.Lister returns.
+func (s *Store) Infos() []driver.LayerInfo {
+	ready := s.Ready()
+	out := make([]driver.LayerInfo, len(ready))
+	for i, r := range ready {
+		out[i] = r.Info()
+	}
+	return out
+}
+
 // Len is the number of records.
 func (s *Store) Len() int {
 	s.mu.Lock()

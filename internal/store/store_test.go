@@ -102,3 +102,16 @@ func TestSweepRemovesOnlyUnrecordedData(t *testing.T) {
 	ents, _ := os.ReadDir(data)
 	require.Len(t, ents, 2)
 }
+
+func TestReadyAndInfosLeaveOutHalfMadeLayers(t *testing.T) {
+	s, err := Open(t.TempDir())
+	require.NoError(t, err)
+	put(t, s, "b", "")
+	put(t, s, "a", "")
+	require.NoError(t, s.Update("b", func(r *Record) { r.State = Applying }))
+	require.Len(t, s.Ready(), 1)
+	infos := s.Infos()
+	require.Len(t, infos, 1)
+	require.Equal(t, "a", infos[0].ID)
+	require.Len(t, s.List(), 2, "List still has every record")
+}
