@@ -33,6 +33,7 @@ import (
 
 	"github.com/stratafs/strata/archive"
 	"github.com/stratafs/strata/driver"
+	"github.com/stratafs/strata/internal/fsutil"
 	"github.com/stratafs/strata/internal/store"
 )
 
@@ -78,7 +79,7 @@ func Probe(ctx context.Context, root string) error {
 		err := unix.Statfs(dir, &st)
 		if err == nil {
 			if st.Type != unix.BTRFS_SUPER_MAGIC {
-				return fmt.Errorf("btrfs: %s is on filesystem type %#x, not btrfs: %w", dir, st.Type, driver.ErrNotSupported)
+				return fmt.Errorf("btrfs: %s is on %s, not btrfs: %w", dir, fsutil.FSName(st.Type), driver.ErrNotSupported)
 			}
 			return nil
 		}
