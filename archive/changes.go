@@ -7,9 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stratafs/strata/internal/fsutil"
 )
 
 // Changes compares dir with parentDir ("" means an empty parent) and
@@ -182,24 +183,5 @@ func sameXattrs(a, b []xattr) bool {
 // sortChanges puts changes in the order Changes returns them: by path
 // components, so a directory comes right before its contents.
 func sortChanges(ch []Change) {
-	slices.SortStableFunc(ch, func(a, b Change) int { return comparePaths(a.Path, b.Path) })
-}
-
-func comparePaths(a, b string) int {
-	for {
-		a0, arest, aok := strings.Cut(strings.TrimPrefix(a, "/"), "/")
-		b0, brest, bok := strings.Cut(strings.TrimPrefix(b, "/"), "/")
-		if c := strings.Compare(a0, b0); c != 0 {
-			return c
-		}
-		switch {
-		case !aok && !bok:
-			return 0
-		case !aok:
-			return -1
-		case !bok:
-			return 1
-		}
-		a, b = arest, brest
-	}
+	slices.SortStableFunc(ch, func(a, b Change) int { return fsutil.ComparePaths(a.Path, b.Path) })
 }

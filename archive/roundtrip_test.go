@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/stratafs/strata/internal/fstree"
+	"github.com/stratafs/strata/internal/fsutil"
 	lg "github.com/stratafs/strata/internal/layergen"
 )
 
@@ -182,7 +183,7 @@ func TestMissingTreesAreErrors(t *testing.T) {
 }
 
 func TestComparePaths(t *testing.T) {
-	if comparePaths("/a/b", "/a-b") >= 0 || comparePaths("/a", "/a/b") >= 0 || comparePaths("/b", "/a/z") <= 0 {
+	if fsutil.ComparePaths("/a/b", "/a-b") >= 0 || fsutil.ComparePaths("/a", "/a/b") >= 0 || fsutil.ComparePaths("/b", "/a/z") <= 0 {
 		t.Error("component order is wrong")
 	}
 }

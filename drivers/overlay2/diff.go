@@ -202,7 +202,7 @@ func (d *Driver) nativeChanges(ctx context.Context, r store.Record) ([]driver.Ch
 	if err != nil {
 		return nil, err
 	}
-	sort.SliceStable(out, func(i, j int) bool { return comparePaths(out[i].Path, out[j].Path) < 0 })
+	archive.SortChanges(out)
 	return out, nil
 }
 
@@ -290,19 +290,6 @@ func dirSize(ctx context.Context, dir string) (int64, error) {
 		return nil
 	})
 	return n, err
-}
-
-// comparePaths orders paths component by component, so a directory comes
-// right before its contents (the order archive.Changes uses).
-func comparePaths(a, b string) int {
-	as := strings.Split(strings.Trim(a, "/"), "/")
-	bs := strings.Split(strings.Trim(b, "/"), "/")
-	for i := 0; i < len(as) && i < len(bs); i++ {
-		if c := strings.Compare(as[i], bs[i]); c != 0 {
-			return c
-		}
-	}
-	return len(as) - len(bs)
 }
 
 // opaqueUpTo reports whether rel or one of its ancestors is an opaque

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/stratafs/strata/internal/fsutil"
 )
 
 // Spec sizes a generated base layer.
@@ -228,7 +230,7 @@ func plan(rng *rand.Rand, spec Spec) []node {
 		p := fmt.Sprintf("%s/hard%05d", dirs[rng.IntN(len(dirs))], i)
 		nodes = append(nodes, node{path: p, typ: tar.TypeLink, mtime: randTime(rng)})
 	}
-	slices.SortStableFunc(nodes, func(a, b node) int { return comparePaths(a.path, b.path) })
+	slices.SortStableFunc(nodes, func(a, b node) int { return fsutil.ComparePaths(a.path, b.path) })
 	return nodes
 }
 
@@ -255,26 +257,4 @@ func spreadSizes(rng *rand.Rand, n int, total int64) []int64 {
 	// Put the rounding remainder on the largest file.
 	sizes[slices.Index(sizes, slices.Max(sizes))] += total - got
 	return sizes
-}
-
-// comparePaths orders by path components so that a directory comes
-// right before its contents ("a/b" before "a-b").
-func comparePaths(a, b string) int {
-	a, b = strings.TrimSuffix(a, "/"), strings.TrimSuffix(b, "/")
-	for {
-		a0, arest, aok := strings.Cut(a, "/")
-		b0, brest, bok := strings.Cut(b, "/")
-		if c := strings.Compare(a0, b0); c != 0 {
-			return c
-		}
-		switch {
-		case !aok && !bok:
-			return 0
-		case !aok:
-			return -1
-		case !bok:
-			return 1
-		}
-		a, b = arest, brest
-	}
 }
