@@ -36,7 +36,7 @@ func TestSummarize(t *testing.T) {
 		"undefined: x",
 		"FAIL  p/b",
 		"packages: 1 ok, 2 failed, 1 without tests",
-		"tests (with subtests): 1 passed, 1 failed, 1 skipped",
+		"tests: 1 passed, 1 failed, 1 skipped",
 		"p/a TestSkip: no widget on this host (a_test.go:9)",
 		"c_test.go:4: boom",
 		"RESULT: FAIL",
