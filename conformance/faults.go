@@ -21,6 +21,7 @@ func faultCases() []testCase {
 		{"HostileTars", testHostileTars},
 		{"HostileTarsLayergen", testHostileLayergen},
 		{"CanceledApplyDiff", testCanceledApplyDiff},
+		{"FailedApplyKeepsFilledLayer", testFailedApplyKeepsFilledLayer},
 		{"CanceledDiff", testCanceledDiff},
 	}
 }
@@ -164,6 +165,38 @@ func testHostileTars(t *testing.T, e *env) {
 	e.reopen()
 	e.sameTree("parent after the hostile corpus and a reopen", pWant, e.view("p"))
 	e.noMounts("after the hostile corpus")
+}
+
+// testFailedApplyKeepsFilledLayer: a second ApplyDiff onto a layer that
+// already has content, which adds, replaces and deletes files before it
+// hits a bad entry, must leave the layer exactly as it was (DESIGN.md: bad
+// input changes nothing on disk), not half-applied yet marked complete.
+func testFailedApplyKeepsFilledLayer(t *testing.T, e *env) {
+	first := buildTar(t, 1, tDir("d", 0o755), tFile("d/a", "first\n", 0o644), tFile("keep", "keep\n", 0o644))
+	e.layer("L", "", first)
+	want := e.view("L")
+	size, err := e.d.DiffSize(e.ctx, "L")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := buildTar(t, 2,
+		tFile("new", "new\n", 0o644), tFile("d/a", "changed\n", 0o644), tWhiteout("keep"),
+		tFile(strings.Repeat("../", 40)+"escape", "x\n", 0o644))
+	if _, err := e.d.ApplyDiff(e.ctx, "L", bytes.NewReader(bad)); err == nil {
+		t.Fatal("ApplyDiff of a tar with an escaping entry succeeded")
+	}
+	if !e.d.Exists("L") {
+		t.Fatal("a failed ApplyDiff removed a layer that was complete before it")
+	}
+	e.sameTree("layer after a failed second ApplyDiff", want, e.view("L"))
+	if got, err := e.d.DiffSize(e.ctx, "L"); err != nil || got != size {
+		t.Errorf("DiffSize after a failed ApplyDiff = %d, %v; want %d", got, err, size)
+	}
+	e.reopen()
+	if !e.d.Exists("L") {
+		t.Fatal("layer gone after reopen: the failed ApplyDiff left it marked half-applied")
+	}
+	e.sameTree("layer after a failed second ApplyDiff and a reopen", want, e.view("L"))
 }
 
 // sub is the same env reporting to a subtest.
