@@ -386,6 +386,22 @@ func (d *Driver) unmount(id string) error {
 	return nil
 }
 
+// swapDir puts the complete stage in place of dir in one atomic step:
+// rename(2) replaces an empty directory (os.Rename refuses any directory),
+// and RENAME_EXCHANGE swaps a full one, leaving the old content at stage.
+func swapDir(stage, dir string, dirEmpty bool) error {
+	var err error
+	if dirEmpty {
+		err = unix.Rename(stage, dir)
+	} else {
+		err = unix.Renameat2(unix.AT_FDCWD, stage, unix.AT_FDCWD, dir, unix.RENAME_EXCHANGE)
+	}
+	if err != nil {
+		return &os.LinkError{Op: "rename", Old: stage, New: dir, Err: err}
+	}
+	return nil
+}
+
 // view and parentOf serve the naive diff.
 func (d *Driver) view(ctx context.Context, id string) (string, func(), error) {
 	if id == "" {
@@ -456,9 +472,9 @@ func (d *Driver) Changes(ctx context.Context, id string) ([]driver.Change, error
 	return ch, driver.Wrap("changes", id, err)
 }
 
-// ApplyDiff implements driver.Driver. Into an empty layer the tar is
-// unpacked in a staging directory that replaces diff/ only when complete,
-// so a bad tar leaves the layer as it was.
+// ApplyDiff implements driver.Driver. The tar is unpacked in a staging
+// directory that replaces diff/ only when complete, so a bad tar leaves
+// the layer as it was.
 func (d *Driver) ApplyDiff(ctx context.Context, id string, r io.Reader) (int64, error) {
 	if err := d.check("apply", id); err != nil {
 		return 0, err
@@ -503,31 +519,34 @@ func (d *Driver) apply(ctx context.Context, id string, r io.Reader) (int64, erro
 	if err != nil {
 		return 0, err
 	}
-	target := diff
+	stage := filepath.Join(d.layerDir(id), "diff.apply")
+	if err := os.RemoveAll(stage); err != nil {
+		return 0, err
+	}
 	if empty {
-		target = filepath.Join(d.layerDir(id), "diff.apply")
-		if err := os.RemoveAll(target); err != nil {
-			return 0, err
-		}
-		if err := os.Mkdir(target, 0o755); err != nil {
-			return 0, err
-		}
+		err = os.Mkdir(stage, 0o755)
+	} else {
+		// A layer with content is unpacked on a copy of its own diff/
+		// (reflinked where the filesystem can): only this layer's data,
+		// never the image below it.
+		_, err = fsutil.CopyTree(ctx, diff, stage)
 	}
-	n, err := archive.Apply(ctx, target, r, opts)
+	var n int64
 	if err == nil {
-		err = d.pruneWhiteouts(ctx, id, target)
+		n, err = archive.Apply(ctx, stage, r, opts)
 	}
-	if err == nil && empty {
-		// rename(2) replaces an empty directory atomically (os.Rename
-		// refuses to replace any directory).
-		if rerr := unix.Rename(target, diff); rerr != nil {
-			err = &os.LinkError{Op: "rename", Old: target, New: diff, Err: rerr}
-		}
+	if err == nil {
+		err = d.pruneWhiteouts(ctx, id, stage)
+	}
+	if err == nil {
+		err = swapDir(stage, diff, empty)
+	}
+	// After a swap the stage holds the old diff/; otherwise the failed
+	// attempt. Either way it goes.
+	if rerr := os.RemoveAll(stage); err == nil {
+		err = rerr
 	}
 	if err != nil {
-		if empty {
-			os.RemoveAll(target)
-		}
 		return 0, err
 	}
 	// One syncfs makes the whole unpacked tree durable before the record
