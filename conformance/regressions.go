@@ -216,6 +216,9 @@ func testMoby5632HardlinkToLowerFile(t *testing.T, e *env) {
 		t.Fatalf("Put(w): %v", err)
 	}
 	e.layer("r", "p", e.diff("w"))
+	// The diff, applied on the same parent, gives back w's view whole:
+	// content and the hardlink groups ({file1, file4} after the copy-up).
+	e.sameTree("w's diff applied on p, against w", e.view("w"), e.view("r"))
 	for _, id := range []string{"w", "r"} {
 		v := e.view(id)
 		for _, n := range []string{"/file1", "/file2", "/file3", "/file4"} {
