@@ -1,12 +1,10 @@
 package overlay2
 
 import (
-	"bytes"
 	"context"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -173,11 +171,20 @@ func (d *Driver) nativeChanges(ctx context.Context, r store.Record) ([]driver.Ch
 			}
 			return nil
 		}
-		lp, lst, below := ls.lookup(rel)
+		lp, _, below := ls.lookup(rel)
+		changed := false
+		if below {
+			// The naive diff's own rule, so that native and naive agree
+			// (moby#38111), link counts included: a hardlink made to a
+			// copied-up file changes its group.
+			if changed, err = archive.Differs(lp, p); err != nil {
+				return err
+			}
+		}
 		switch {
 		case !below:
 			out = append(out, driver.Change{Path: rel, Kind: archive.ChangeAdd})
-		case sameMeta(p, &st, lp, lst):
+		case !changed:
 			// Copied up without a change a layer tar would carry (a
 			// directory copied up only to hold a changed child).
 		default:
@@ -204,59 +211,6 @@ func (d *Driver) nativeChanges(ctx context.Context, r store.Record) ([]driver.Ch
 	}
 	archive.SortChanges(out)
 	return out, nil
-}
-
-// sameMeta applies the naive diff's rule (archive.Changes), so that both
-// report the same changes: type, permissions, owner, device, link target
-// and xattrs always count; size and mtime count for non-directories.
-func sameMeta(a string, sa *unix.Stat_t, b string, sb *unix.Stat_t) bool {
-	if sa.Mode != sb.Mode || sa.Uid != sb.Uid || sa.Gid != sb.Gid || sa.Rdev != sb.Rdev {
-		return false
-	}
-	if !isDir(sa) && (sa.Size != sb.Size || sa.Mtim != sb.Mtim) {
-		return false
-	}
-	if sa.Mode&unix.S_IFMT == unix.S_IFLNK {
-		la, _ := os.Readlink(a)
-		lb, _ := os.Readlink(b)
-		if la != lb {
-			return false
-		}
-	}
-	return bytes.Equal(xattrDigest(a), xattrDigest(b))
-}
-
-// xattrDigest renders a file's xattrs, overlay's own left out, sorted.
-func xattrDigest(p string) []byte {
-	sz, err := unix.Llistxattr(p, nil)
-	if err != nil || sz == 0 {
-		return nil
-	}
-	buf := make([]byte, sz)
-	sz, err = unix.Llistxattr(p, buf)
-	if err != nil {
-		return nil
-	}
-	var names []string
-	for _, n := range bytes.Split(buf[:sz], []byte{0}) {
-		if len(n) > 0 && !bytes.HasPrefix(n, []byte(xattrPrefix)) {
-			names = append(names, string(n))
-		}
-	}
-	sort.Strings(names)
-	var out bytes.Buffer
-	for _, n := range names {
-		v := make([]byte, 64<<10)
-		m, err := unix.Lgetxattr(p, n, v)
-		if err != nil {
-			continue
-		}
-		out.WriteString(n)
-		out.WriteByte(0)
-		out.Write(v[:m])
-		out.WriteByte(0)
-	}
-	return out.Bytes()
 }
 
 // dirSize sums the content bytes of the regular files under dir, each
