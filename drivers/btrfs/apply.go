@@ -31,21 +31,11 @@ func (d *Driver) ApplyDiff(ctx context.Context, id string, r io.Reader) (int64, 
 	}
 	unlock := d.locks.Lock(id)
 	defer unlock()
-	rec, ok := d.store.Get(id)
-	if !ok || rec.State != store.Ready {
-		return 0, driver.Wrap("apply", id, driver.ErrLayerNotFound)
-	}
-	if d.refs.Count(id) > 0 {
-		return 0, driver.Wrap("apply", id, driver.ErrLayerInUse)
-	}
-	if c := d.store.Children(id); len(c) > 0 {
-		return 0, driver.Errorf("apply", id, "%w: %v", driver.ErrHasChildren, c)
-	}
 	// Applying from the first byte: if we are killed anywhere from here to
 	// the final Put, New removes the layer rather than keep a layer whose
 	// content the caller never got confirmed.
-	rec.State = store.Applying
-	if err := d.store.Put(rec); err != nil {
+	rec, err := d.store.BeginApply(id, d.refs.Count(id))
+	if err != nil {
 		return 0, driver.Wrap("apply", id, err)
 	}
 	path := d.layerPath(id)

@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -25,16 +24,7 @@ func (d *Driver) ApplyDiff(ctx context.Context, id string, r io.Reader) (int64, 
 	}
 	unlock := d.locks.Lock(id)
 	defer unlock()
-	if _, err := d.ready(id); err != nil {
-		return 0, driver.Wrap("apply", id, err)
-	}
-	if d.refs.Count(id) > 0 {
-		return 0, driver.Errorf("apply", id, "%w: mounted", driver.ErrLayerInUse)
-	}
-	if c := d.store.Children(id); len(c) > 0 {
-		return 0, driver.Errorf("apply", id, "%w: %s", driver.ErrHasChildren, strings.Join(c, ", "))
-	}
-	if err := d.store.Update(id, func(r *store.Record) { r.State = store.Applying }); err != nil {
+	if _, err := d.store.BeginApply(id, d.refs.Count(id)); err != nil {
 		return 0, driver.Wrap("apply", id, err)
 	}
 	n, err := d.apply(ctx, id, r)

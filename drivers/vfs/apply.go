@@ -66,21 +66,11 @@ func (d *Driver) ApplyDiff(ctx context.Context, id string, r io.Reader) (int64, 
 		return 0, err
 	}
 	defer d.locks.Lock(id)()
-	rec, err := d.ready(id)
+	rec, err := d.store.BeginApply(id, d.refs.Count(id)+d.views.Count(id))
 	if err != nil {
 		return 0, driver.Wrap(op, id, err)
 	}
-	if c := d.store.Children(id); len(c) > 0 {
-		return 0, driver.Errorf(op, id, "%w: %v", driver.ErrHasChildren, c)
-	}
-	if n := d.refs.Count(id) + d.views.Count(id); n > 0 {
-		return 0, driver.Errorf(op, id, "%w: %d Get or Diff still open", driver.ErrLayerInUse, n)
-	}
 	fresh := d.fresh.has(id)
-	rec.State = store.Applying
-	if err := d.store.Put(rec); err != nil {
-		return 0, driver.Wrap(op, id, err)
-	}
 	var n int64
 	if fresh {
 		n, err = d.applyInPlace(ctx, rec, r)

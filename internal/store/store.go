@@ -234,12 +234,50 @@ func (s *Store) Put(r Record) error {
 	// Write under the lock so that two Puts of one ID land in call order.
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.putLocked(r, data)
+}
+
+func (s *Store) putLocked(r Record, data []byte) error {
 	if err := fsutil.WriteFileAtomic(filepath.Join(s.dir, r.ID+suffix), data, 0o600); err != nil {
 		return err
 	}
 	c := clone(&r)
 	s.recs[r.ID] = &c
 	return nil
+}
+
+// BeginApply is the start of every backend's ApplyDiff: id must be a
+// complete layer that nothing depends on (no children, complete or being
+// created; inUse is the backend's count of open Gets and Diffs), and it is
+// marked Applying durably before any byte is unpacked, so that a crash
+// leaves a layer New removes. The check and the mark are one step under
+// the store's lock, so a Create of a child cannot slip in between. It
+// returns the record as it was (Ready), for the backend to Put back, with
+// its new size, when the apply ends either way.
+func (s *Store) BeginApply(id string, inUse int) (Record, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.recs[id]
+	if !ok || r.State != Ready {
+		return Record{}, driver.ErrLayerNotFound
+	}
+	if inUse > 0 {
+		return Record{}, fmt.Errorf("%w: %d Get or Diff still open", driver.ErrLayerInUse, inUse)
+	}
+	if c := s.childrenLocked(id); len(c) > 0 {
+		return Record{}, fmt.Errorf("%w: %s", driver.ErrHasChildren, strings.Join(c, ", "))
+	}
+	was := clone(r)
+	applying := clone(r)
+	applying.State = Applying
+	data, err := json.MarshalIndent(&applying, "", "  ")
+	if err != nil {
+		return Record{}, err
+	}
+	if err := s.putLocked(applying, data); err != nil {
+		return Record{}, err
+	}
+	return was, nil
 }
 
 // Update applies fn to a copy of id's record and writes the result.

@@ -115,3 +115,36 @@ func TestReadyAndInfosLeaveOutHalfMadeLayers(t *testing.T) {
 	require.Equal(t, "a", infos[0].ID)
 	require.Len(t, s.List(), 2, "List still has every record")
 }
+
+func TestBeginApply(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	require.NoError(t, err)
+	put(t, s, "a", "")
+
+	_, err = s.BeginApply("missing", 0)
+	require.ErrorIs(t, err, driver.ErrLayerNotFound)
+	_, err = s.BeginApply("a", 1)
+	require.ErrorIs(t, err, driver.ErrLayerInUse)
+
+	release, err := s.Reserve("child", "a")
+	require.NoError(t, err)
+	_, err = s.BeginApply("a", 0)
+	require.ErrorIs(t, err, driver.ErrHasChildren, "a child being created counts")
+	release()
+
+	was, err := s.BeginApply("a", 0)
+	require.NoError(t, err)
+	require.Equal(t, Ready, was.State)
+	require.False(t, s.Exists("a"), "applying is not complete")
+	_, err = s.Reserve("child", "a")
+	require.ErrorIs(t, err, driver.ErrLayerNotFound, "no child of a layer being applied")
+	_, err = s.BeginApply("a", 0)
+	require.ErrorIs(t, err, driver.ErrLayerNotFound, "one apply at a time")
+
+	// The mark is on disk: a crash now leaves the layer for New to remove.
+	s2, err := Open(dir)
+	require.NoError(t, err)
+	r, _ := s2.Get("a")
+	require.Equal(t, Applying, r.State)
+}
