@@ -2,10 +2,6 @@ package archive
 
 import (
 	"context"
-	"errors"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
 
 	"golang.org/x/sys/unix"
@@ -35,7 +31,29 @@ func Changes(ctx context.Context, parentDir, dir string) ([]Change, error) {
 			return nil, err
 		}
 	}
-	c := &changer{ctx: ctx, old: parentDir, new: dir, buf: make([]byte, 4096)}
+	v, err := OpenView(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer v.Close()
+	return ChangesIn(ctx, parentDir, v, "")
+}
+
+// ChangesIn is Changes for the directory rel of the view v (resolved
+// beneath v's root without following symlinks) against parentDir.
+func ChangesIn(ctx context.Context, parentDir string, v *View, rel string) ([]Change, error) {
+	c := &changer{ctx: ctx, buf: make([]byte, 4096)}
+	var err error
+	if c.new, err = v.Sub(rel); err != nil {
+		return nil, err
+	}
+	defer c.new.Close()
+	if parentDir != "" {
+		if c.old, err = OpenView(parentDir); err != nil {
+			return nil, err
+		}
+		defer c.old.Close()
+	}
 	if err := c.dir(""); err != nil {
 		return nil, err
 	}
@@ -43,29 +61,21 @@ func Changes(ctx context.Context, parentDir, dir string) ([]Change, error) {
 }
 
 type changer struct {
-	ctx      context.Context
-	old, new string
+	ctx context.Context
+	// old is nil for an empty parent. Both trees are read through their
+	// root fds: the layer may be a running container's.
+	old, new *View
 	buf      []byte
 	out      []Change
 }
 
-// list returns the sorted names in root/rel; a missing directory (or no
-// root at all) is empty.
-func list(root, rel string) ([]string, error) {
-	if root == "" {
+// list returns the sorted names in v's rel; a missing directory (or no
+// tree at all) is empty.
+func list(v *View, rel string) ([]string, error) {
+	if v == nil {
 		return nil, nil
 	}
-	f, err := os.Open(filepath.Join(root, rel))
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
-			return nil, nil
-		}
-		return nil, err
-	}
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	slices.Sort(names)
-	return names, err
+	return v.list(rel)
 }
 
 func (c *changer) dir(rel string) error {
@@ -109,9 +119,9 @@ func (c *changer) dir(rel string) error {
 // added records p and, for a directory, everything below it.
 func (c *changer) added(p string) error {
 	c.out = append(c.out, Change{Path: p, Kind: ChangeAdd})
-	var st unix.Stat_t
-	if err := unix.Lstat(filepath.Join(c.new, p), &st); err != nil {
-		return &os.PathError{Op: "lstat", Path: filepath.Join(c.new, p), Err: err}
+	st, err := c.new.Lstat(p)
+	if err != nil {
+		return err
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return nil
@@ -132,11 +142,11 @@ func (c *changer) added(p string) error {
 }
 
 func (c *changer) both(p string) error {
-	om, err := readMeta(filepath.Join(c.old, p), c.buf)
+	om, err := c.old.meta(p, c.buf)
 	if err != nil {
 		return err
 	}
-	nm, err := readMeta(filepath.Join(c.new, p), c.buf)
+	nm, err := c.new.meta(p, c.buf)
 	if err != nil {
 		return err
 	}

@@ -6,14 +6,33 @@ import "path/filepath"
 // oldPath in the parent and newPath in the layer as modified (the entry
 // itself; a directory's contents are not looked at). Backends with a
 // native way of finding candidate paths (btrfs generation numbers) use it
-// to decide each candidate exactly as Changes does.
+// to decide each candidate exactly as Changes does. The directories
+// holding the two paths are trusted; DiffersIn reads the layer's side
+// through a View.
 func Differs(oldPath, newPath string) (bool, error) {
-	buf := make([]byte, 4096)
-	om, err := readMeta(filepath.Clean(oldPath), buf)
+	nv, err := OpenView(filepath.Dir(filepath.Clean(newPath)))
 	if err != nil {
 		return false, err
 	}
-	nm, err := readMeta(filepath.Clean(newPath), buf)
+	defer nv.Close()
+	return DiffersIn(oldPath, nv, filepath.Base(newPath))
+}
+
+// DiffersIn is Differs for rel inside the view v (a layer that may be
+// changing while it is read): rel is resolved beneath v's root without
+// following symlinks.
+func DiffersIn(oldPath string, v *View, rel string) (bool, error) {
+	buf := make([]byte, 4096)
+	ov, err := OpenView(filepath.Dir(filepath.Clean(oldPath)))
+	if err != nil {
+		return false, err
+	}
+	defer ov.Close()
+	om, err := ov.meta(filepath.Base(oldPath), buf)
+	if err != nil {
+		return false, err
+	}
+	nm, err := v.meta(rel, buf)
 	if err != nil {
 		return false, err
 	}

@@ -29,9 +29,14 @@ func WriteChanges(ctx context.Context, w io.Writer, dir string, changes []Change
 	if err := isDir(dir); err != nil {
 		return err
 	}
+	v, err := OpenView(dir)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
 	ch := slices.Clone(changes)
 	sortChanges(ch)
-	tw := newTarWriter(w, dir)
+	tw := newTarWriter(w, v)
 	for _, c := range ch {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -50,7 +55,7 @@ func WriteChanges(ctx context.Context, w io.Writer, dir string, changes []Change
 			}
 			continue
 		}
-		m, err := readMeta(filepath.Join(dir, rel), tw.xbuf)
+		m, err := v.meta(rel, tw.xbuf)
 		if err != nil {
 			return err
 		}
@@ -71,7 +76,12 @@ func WriteDir(ctx context.Context, w io.Writer, dir string, opts DiffOptions) er
 	if err := isDir(dir); err != nil {
 		return err
 	}
-	tw := newTarWriter(w, dir)
+	v, err := OpenView(dir)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	tw := newTarWriter(w, v)
 	tw.format = opts.Whiteouts
 	if err := tw.walk(ctx, ""); err != nil {
 		return err
@@ -82,8 +92,9 @@ func WriteDir(ctx context.Context, w io.Writer, dir string, opts DiffOptions) er
 type inode struct{ dev, ino uint64 }
 
 type tarWriter struct {
-	tw     *tar.Writer
-	dir    string
+	tw *tar.Writer
+	// v is the tree read: every path is resolved in it, never followed.
+	v      *View
 	format WhiteoutFormat
 	buf    []byte // the one content buffer
 	xbuf   []byte
@@ -93,10 +104,10 @@ type tarWriter struct {
 	done map[string]bool
 }
 
-func newTarWriter(w io.Writer, dir string) *tarWriter {
+func newTarWriter(w io.Writer, v *View) *tarWriter {
 	return &tarWriter{
 		tw:    tar.NewWriter(w),
-		dir:   dir,
+		v:     v,
 		buf:   make([]byte, copyBufSize),
 		xbuf:  make([]byte, 4096),
 		links: map[inode]string{},
@@ -115,12 +126,12 @@ func (t *tarWriter) parents(p string) error {
 	if err := t.parents(parent); err != nil {
 		return err
 	}
-	m, err := readMeta(filepath.Join(t.dir, p), t.xbuf)
+	m, err := t.v.meta(p, t.xbuf)
 	if err != nil {
 		return err
 	}
 	if !m.isDir() {
-		return fmt.Errorf("%s: parent of a change is not a directory", filepath.Join(t.dir, p))
+		return fmt.Errorf("%s: parent of a change is not a directory", filepath.Join(t.v.dir, p))
 	}
 	return t.entry(p, m)
 }
@@ -129,7 +140,7 @@ func (t *tarWriter) walk(ctx context.Context, rel string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	names, err := list(t.dir, rel)
+	names, err := t.v.list(rel)
 	if err != nil {
 		return err
 	}
@@ -138,7 +149,7 @@ func (t *tarWriter) walk(ctx context.Context, rel string) error {
 		if rel != "" {
 			p = rel + "/" + n
 		}
-		m, err := readMeta(filepath.Join(t.dir, p), t.xbuf)
+		m, err := t.v.meta(p, t.xbuf)
 		if err != nil {
 			return err
 		}
@@ -203,8 +214,8 @@ func (t *tarWriter) entry(rel string, m *meta) error {
 	if hdr.Typeflag != tar.TypeReg {
 		return t.tw.WriteHeader(hdr)
 	}
-	p := filepath.Join(t.dir, rel)
-	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW, 0)
+	p := filepath.Join(t.v.dir, rel)
+	f, err := t.v.openFile(rel, &m.st)
 	if err != nil {
 		return err
 	}

@@ -39,27 +39,6 @@ func (m *meta) xattr(name string) (string, bool) {
 	return m.xattrs[i].value, true
 }
 
-// readMeta lstats p and reads its symlink target and xattrs.
-func readMeta(p string, buf []byte) (*meta, error) {
-	m := &meta{}
-	if err := unix.Lstat(p, &m.st); err != nil {
-		return nil, &os.PathError{Op: "lstat", Path: p, Err: err}
-	}
-	if m.typ() == unix.S_IFLNK {
-		l, err := os.Readlink(p)
-		if err != nil {
-			return nil, err
-		}
-		m.link = l
-	}
-	xs, err := readXattrs(p, buf)
-	if err != nil {
-		return nil, err
-	}
-	m.xattrs = xs
-	return m, nil
-}
-
 func readXattrs(p string, buf []byte) ([]xattr, error) {
 	n, err := unix.Llistxattr(p, buf)
 	if err == unix.ERANGE {

@@ -225,7 +225,14 @@ func fastChanges(ctx context.Context, pdir, dir string, rec store.Record) ([]dri
 	if err != nil {
 		return nil, err
 	}
-	fd := &finder{ctx: ctx, pdir: pdir, dir: dir, cands: map[string]bool{}, subtrees: map[string]bool{}}
+	// The child may be a running container's layer: its paths are read
+	// through an fd of its root, never followed (CVE-2018-15664).
+	v, err := archive.OpenView(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer v.Close()
+	fd := &finder{ctx: ctx, pdir: pdir, dir: dir, v: v, cands: map[string]bool{}, subtrees: map[string]bool{}}
 	dirs := map[uint64]string{firstFreeID: ""}
 	buf := make([]byte, 112+16<<10) // one leaf's worth: these lookups are small
 	for ino, in := range changed {
@@ -310,6 +317,7 @@ func atimeOnly(a, b []byte) bool {
 type finder struct {
 	ctx       context.Context
 	pdir, dir string
+	v         *archive.View   // dir, read in-root
 	cands     map[string]bool // paths to decide one by one
 	subtrees  map[string]bool // directories whose contents are compared in full
 	out       []driver.Change
@@ -338,9 +346,13 @@ func (fd *finder) sameDir(p string) error {
 	if err != nil {
 		return err
 	}
-	cn, err := names(filepath.Join(fd.dir, p))
+	cl, err := fd.v.ReadDirNames(p)
 	if err != nil {
 		return err
+	}
+	cn := make(map[string]bool, len(cl))
+	for _, n := range cl {
+		cn[n] = true
 	}
 	for n := range pn {
 		if !cn[n] {
@@ -420,7 +432,7 @@ func (fd *finder) result() ([]driver.Change, error) {
 		if err := unix.Lstat(old, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			old = "" // nothing of it in the parent: all of it is added
 		}
-		sub, err := archive.Changes(fd.ctx, old, filepath.Join(fd.dir, p))
+		sub, err := archive.ChangesIn(fd.ctx, old, fd.v, p)
 		if err != nil {
 			return nil, err
 		}
@@ -443,7 +455,7 @@ func (fd *finder) decide(p string) (driver.Change, bool, error) {
 	case perr != nil:
 		return driver.Change{}, false, perr
 	}
-	diff, err := archive.Differs(filepath.Join(fd.pdir, p), filepath.Join(fd.dir, p))
+	diff, err := archive.DiffersIn(filepath.Join(fd.pdir, p), fd.v, p)
 	if err != nil {
 		return driver.Change{}, false, err
 	}

@@ -148,24 +148,19 @@ func (d *Driver) nativeChanges(ctx context.Context, r store.Record) ([]driver.Ch
 	if err != nil {
 		return nil, err
 	}
-	root := d.diffDir(r.ID)
+	// The upper dir is what a running container writes: it is read through
+	// an fd of its root, never by following a path (CVE-2018-15664).
+	v, err := archive.OpenView(d.diffDir(r.ID))
+	if err != nil {
+		return nil, err
+	}
+	defer v.Close()
 	var out []driver.Change
-	err = filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
+	err = v.Walk(func(rel string, st *unix.Stat_t) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if p == root {
-			return nil
-		}
-		rel := "/" + filepath.ToSlash(p[len(root)+1:])
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			return &os.PathError{Op: "lstat", Path: p, Err: err}
-		}
-		if isWhiteout(&st) {
+		if isWhiteout(st) {
 			if _, _, ok := ls.lookup(rel); ok {
 				out = append(out, driver.Change{Path: rel, Kind: archive.ChangeDelete})
 			}
@@ -177,7 +172,8 @@ func (d *Driver) nativeChanges(ctx context.Context, r store.Record) ([]driver.Ch
 			// The naive diff's own rule, so that native and naive agree
 			// (moby#38111), link counts included: a hardlink made to a
 			// copied-up file changes its group.
-			if changed, err = archive.Differs(lp, p); err != nil {
+			var err error
+			if changed, err = archive.DiffersIn(lp, v, rel); err != nil {
 				return err
 			}
 		}
@@ -190,7 +186,7 @@ func (d *Driver) nativeChanges(ctx context.Context, r store.Record) ([]driver.Ch
 		default:
 			out = append(out, driver.Change{Path: rel, Kind: archive.ChangeModify})
 		}
-		if isDir(&st) && below && isOpaque(p) {
+		if x, ok := v.Xattr(rel, xattrOpaque); isDir(st) && below && ok && x == "y" {
 			// An opaque dir hides everything below it that it does not
 			// hold itself: each such name is a deletion.
 			names, err := ls.names(rel)
@@ -198,8 +194,7 @@ func (d *Driver) nativeChanges(ctx context.Context, r store.Record) ([]driver.Ch
 				return err
 			}
 			for _, n := range names {
-				var cst unix.Stat_t
-				if unix.Lstat(filepath.Join(p, n), &cst) != nil {
+				if _, err := v.Lstat(rel + "/" + n); err != nil {
 					out = append(out, driver.Change{Path: rel + "/" + n, Kind: archive.ChangeDelete})
 				}
 			}
