@@ -23,7 +23,19 @@ type ApplyOptions struct {
 	NoDevices bool
 	// NoSetuid clears setuid and setgid bits.
 	NoSetuid bool
+	// MaxHoleBytes bounds the holes that sparse entries may declare, over
+	// the whole tar: the logical bytes of content beyond the bytes the tar
+	// stores. Unpacking a hole costs time though it costs no disk, so
+	// without a bound a few KiB of tar could keep Apply busy for hours.
+	// 0 means DefaultMaxHoleBytes; a negative value means no limit. A tar
+	// over the limit fails with ErrTooLarge.
+	MaxHoleBytes int64
 }
+
+// DefaultMaxHoleBytes is the hole budget of a tar when ApplyOptions sets
+// none: far above the sparse files of real images (lastlog, a few GiB),
+// and unpacked in seconds.
+const DefaultMaxHoleBytes = 16 << 30
 
 const (
 	// copyBufSize is the one content buffer Apply uses, whatever the
@@ -69,26 +81,37 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (int
 		return 0, err
 	}
 	defer t.close()
+	raw := &countReader{r: rc}
 	a := &applier{
 		t:       t,
 		opts:    opts,
+		raw:     raw,
+		holes:   opts.MaxHoleBytes,
 		buf:     make([]byte, copyBufSize),
 		zero:    make([]byte, holeBlock),
 		written: map[string]struct{}{},
 		dirs:    map[string]dirTimes{},
 	}
-	tail := &tailReader{r: rc}
-	tr := tar.NewReader(tail)
+	if a.holes == 0 {
+		a.holes = DefaultMaxHoleBytes
+	}
+	tr := tar.NewReader(raw)
 	last := ""
 	for {
 		if err := ctx.Err(); err != nil {
 			return a.size, err
 		}
+		mark := raw.n
 		hdr, err := tr.Next()
 		if err == io.EOF {
-			if !tail.ended() {
-				// archive/tar takes a stream cut at a block boundary
-				// (even inside a PAX header) for a clean end.
+			// archive/tar also takes a stream cut at a block boundary
+			// (after an entry, a lone end block, even a PAX header) for
+			// a clean end. Every entry's content was read to its end, so
+			// what Next read here is the padding (under 512 bytes) and
+			// the header blocks: a whole tar's two end blocks are there
+			// only if it read 1024 bytes or more. Nothing at all is an
+			// empty layer.
+			if raw.n != 0 && raw.n-mark < 1024 {
 				if last == "" {
 					return a.size, fmt.Errorf("%w: the stream ends inside the first header (truncated?)", ErrInvalidTar)
 				}
@@ -104,6 +127,11 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (int
 		}
 		last = hdr.Name
 		if err := a.entry(ctx, hdr, tr); err != nil {
+			return a.size, entryErr(hdr.Name, err)
+		}
+		// Content an entry did not use (a whiteout's) is read too, under
+		// the same hole budget, so that the end check above holds.
+		if err := a.skip(ctx, tr); err != nil {
 			return a.size, entryErr(hdr.Name, err)
 		}
 	}
@@ -124,7 +152,10 @@ type dirTimes struct{ atime, mtime unix.Timespec }
 type applier struct {
 	t    *tree
 	opts ApplyOptions
-	buf  []byte
+	raw  *countReader // the tar stream, decompressed
+	// holes is what is left of the hole budget (negative: no limit).
+	holes int64
+	buf   []byte
 	zero []byte
 	size int64
 	// written holds every path this tar wrote, with all its parents, so
@@ -248,7 +279,9 @@ func (a *applier) file(ctx context.Context, pfd int, base string, hdr *tar.Heade
 }
 
 // content copies size bytes from r to fd through the one buffer, leaving
-// all-zero blocks as holes.
+// all-zero blocks as holes. What archive/tar makes up from a sparse map
+// (no byte of it came from the stream) is a hole without looking at it,
+// and is charged to the hole budget.
 func (a *applier) content(ctx context.Context, fd int, r io.Reader, size int64) error {
 	var off int64
 	hole := false
@@ -257,15 +290,16 @@ func (a *applier) content(ctx context.Context, fd int, r io.Reader, size int64) 
 			return err
 		}
 		n := int(min(int64(len(a.buf)), size-off))
-		m, err := io.ReadFull(r, a.buf[:n])
+		m, stored, err := a.read(r, a.buf[:n])
 		if err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 				return fmt.Errorf("%w: content truncated at byte %d of %d", ErrInvalidTar, off+int64(m), size)
 			}
-			return fmt.Errorf("read content: %w", err)
+			return err
 		}
-		hole, err = a.writeSparse(fd, a.buf[:m], off)
-		if err != nil {
+		if stored == 0 {
+			hole = true
+		} else if hole, err = a.writeSparse(fd, a.buf[:m], off); err != nil {
 			return err
 		}
 		off += int64(m)
@@ -277,6 +311,59 @@ func (a *applier) content(ctx context.Context, fd int, r io.Reader, size int64) 
 	}
 	a.size += size
 	return nil
+}
+
+// read fills b from the entry r and says how many of the bytes came from
+// the stream; the rest archive/tar made up from a sparse map.
+func (a *applier) read(r io.Reader, b []byte) (n int, stored int64, err error) {
+	before := a.raw.n
+	n, err = io.ReadFull(r, b)
+	stored = a.raw.n - before
+	if cerr := a.charge(int64(n) - stored); cerr != nil {
+		return n, stored, cerr
+	}
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		err = fmt.Errorf("read content: %w", err)
+	}
+	return n, stored, err
+}
+
+// charge takes made-up bytes (holes) from the hole budget.
+func (a *applier) charge(made int64) error {
+	if made <= 0 || a.holes < 0 {
+		return nil
+	}
+	if a.holes -= made; a.holes >= 0 {
+		return nil
+	}
+	limit := a.opts.MaxHoleBytes
+	if limit == 0 {
+		limit = DefaultMaxHoleBytes
+	}
+	return fmt.Errorf("%w: sparse entries declare more than %d bytes of holes in all (raise ApplyOptions.MaxHoleBytes to allow more)", ErrTooLarge, limit)
+}
+
+// skip reads what is left of an entry's content and drops it.
+func (a *applier) skip(ctx context.Context, r io.Reader) error {
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		before := a.raw.n
+		n, err := r.Read(a.buf)
+		if cerr := a.charge(int64(n) - (a.raw.n - before)); cerr != nil {
+			return cerr
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("%w: content truncated", ErrInvalidTar)
+		}
+		if err != nil {
+			return fmt.Errorf("read content: %w", err)
+		}
+	}
 }
 
 // writeSparse writes b at off, skipping whole zero blocks; it reports

@@ -12,6 +12,9 @@ var (
 	// ErrInvalidTar: the stream is not a well-formed OCI layer tar
 	// (truncated, corrupt, unknown entry type, absurd sizes or names).
 	ErrInvalidTar = errors.New("invalid layer tar")
+	// ErrTooLarge: the tar declares more than the limits in ApplyOptions
+	// allow (terabytes of sparse holes in a few KiB of tar).
+	ErrTooLarge = errors.New("layer tar exceeds a limit")
 	// ErrNotAllowed: the entry is well-formed but the options forbid it
 	// (a device with NoDevices).
 	ErrNotAllowed = errors.New("entry not allowed")

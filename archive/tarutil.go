@@ -8,41 +8,18 @@ import (
 	"strings"
 )
 
-// tailReader remembers the last 1024 bytes read, to tell a tar that ends
-// with its two zero blocks from one cut short.
-type tailReader struct {
-	r    io.Reader
-	n    int64
-	tail [1024]byte
+// countReader counts the bytes read through it: Apply compares it with
+// what archive/tar hands out to tell stored content from sparse holes and
+// to see whether the end-of-archive blocks were read.
+type countReader struct {
+	r io.Reader
+	n int64
 }
 
-func (t *tailReader) Read(p []byte) (int, error) {
-	n, err := t.r.Read(p)
-	if n >= len(t.tail) {
-		copy(t.tail[:], p[n-len(t.tail):n])
-	} else if n > 0 {
-		copy(t.tail[:], t.tail[n:])
-		copy(t.tail[len(t.tail)-n:], p[:n])
-	}
-	t.n += int64(n)
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
 	return n, err
-}
-
-// ended says whether the stream ended properly: two zero blocks, or
-// nothing at all (an empty layer).
-func (t *tailReader) ended() bool {
-	if t.n == 0 {
-		return true
-	}
-	if t.n < int64(len(t.tail)) {
-		return false
-	}
-	for _, b := range t.tail {
-		if b != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 const paxXattr = "SCHILY.xattr."

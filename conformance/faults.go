@@ -23,6 +23,7 @@ func faultCases() []testCase {
 		{"CanceledApplyDiff", testCanceledApplyDiff},
 		{"FailedApplyKeepsFilledLayer", testFailedApplyKeepsFilledLayer},
 		{"CanceledDiff", testCanceledDiff},
+		{"DiffRacingWriter", testDiffRacingWriter},
 	}
 }
 
@@ -93,6 +94,17 @@ func hostileCorpus(t testing.TB, out string) []hostile {
 	one := buildTar(t, 9, tFile("first", "first\n", 0o644))
 	h = append(h, hostile{name: "truncated-at-entry-boundary", tar: two[:len(one)-1024], refused: true})
 	h = append(h, hostile{name: "truncated-in-padding", tar: two[:len(one)-1024-200], refused: true})
+	// Cut after a file whose content ends in zeros: the stream's last
+	// 1024 bytes are zero as a trailer's are (issue 12).
+	zeros := tFile("zeros", "head"+strings.Repeat("\x00", 8192), 0o644)
+	zwhole := buildTar(t, 9, zeros, tFile("after", "after\n", 0o644))
+	zone := buildTar(t, 9, zeros)
+	h = append(h, hostile{name: "truncated-after-zeros", tar: zwhole[:len(zone)-1024], refused: true})
+	// A few KiB declaring 8 TiB of sparse holes: refused by the hole
+	// budget (archive.ApplyOptions.MaxHoleBytes), not unpacked for hours.
+	h = append(h, hostile{name: "sparse-bomb", refused: true, tar: layergen.SparseTar(
+		layergen.SparseFile{Name: "a", Size: 4 << 40, Offset: 4<<40 - 5, Data: "tail\n"},
+		layergen.SparseFile{Name: "b", Size: 4 << 40, Data: "head\n"})})
 	h = append(h, hostile{name: "garbage", tar: bytes.Repeat([]byte("not a tar, just bytes "), 200), refused: true})
 	return h
 }
