@@ -156,8 +156,8 @@ type applier struct {
 	// holes is what is left of the hole budget (negative: no limit).
 	holes int64
 	buf   []byte
-	zero []byte
-	size int64
+	zero  []byte
+	size  int64
 	// written holds every path this tar wrote, with all its parents, so
 	// that whiteouts spare them. Paths are canonical (symlinks in parents
 	// resolved), so "bin/sh" through bin -> usr/bin is usr/bin/sh.
