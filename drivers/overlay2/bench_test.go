@@ -301,6 +301,20 @@ func BenchmarkPut(b *testing.B) {
 	}
 }
 
+// interleave runs each side n times, rotating the order every iteration
+// so the machine's load hits all alike, and returns each side's samples:
+// exactly n each, from this call only.
+func interleave(n int, sides ...func() time.Duration) [][]time.Duration {
+	out := make([][]time.Duration, len(sides))
+	for i := 0; i < n; i++ {
+		for k := range sides {
+			j := (i + k) % len(sides)
+			out[j] = append(out[j], sides[j]())
+		}
+	}
+	return out
+}
+
 func median(ds []time.Duration) time.Duration {
 	s := append([]time.Duration{}, ds...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
@@ -322,43 +336,67 @@ func BenchmarkApplyDiffVsTar(b *testing.B) {
 	root := testRoot(b)
 	d := open(b, root, Options{})
 	tarPath := genBaseTar(b, root, 10000)
-	var applies, tars, synced []time.Duration
-	i := 0
-	apply := func() {
-		id := fmt.Sprintf("a%d", i)
+	// IDs stay unique across the repeated runs of the sub-benchmark; the
+	// samples do not outlive one run (b.Run calls it again with a larger
+	// b.N, and medians must not mix runs).
+	next := 0
+	apply := func() time.Duration {
+		id := fmt.Sprintf("a%d", next)
+		next++
 		t0 := time.Now()
 		applyFile(b, d, id, "", tarPath)
-		applies = append(applies, time.Since(t0))
+		el := time.Since(t0)
 		d.Remove(context.Background(), id)
+		return el
 	}
-	tarx := func(sync bool) func() {
-		return func() {
+	tarx := func(sync bool) func() time.Duration {
+		return func() time.Duration {
 			dir, _ := os.MkdirTemp(root, "tar-")
+			defer os.RemoveAll(dir)
 			t0 := time.Now()
 			if out, err := exec.Command("tar", "-xf", tarPath, "-C", dir).CombinedOutput(); err != nil {
 				b.Fatalf("tar: %v %s", err, out)
 			}
 			if sync {
 				fsutil.Syncfs(dir)
-				synced = append(synced, time.Since(t0))
-			} else {
-				tars = append(tars, time.Since(t0))
 			}
-			os.RemoveAll(dir)
+			return time.Since(t0)
 		}
 	}
 	b.Run("interleaved", func(b *testing.B) {
-		sides := []func(){apply, tarx(false), tarx(true)}
-		for ; i < b.N; i++ {
-			for k := range sides {
-				sides[(i+k)%len(sides)]()
-			}
-		}
-		a, t, s := median(applies), median(tars), median(synced)
+		got := interleave(b.N, apply, tarx(false), tarx(true))
+		a, t, s := median(got[0]), median(got[1]), median(got[2])
 		b.ReportMetric(a.Seconds(), "applydiff-s")
 		b.ReportMetric(t.Seconds(), "tar-s")
 		b.ReportMetric(s.Seconds(), "tar+syncfs-s")
 		b.ReportMetric(a.Seconds()/t.Seconds(), "applydiff/tar")
 		b.ReportMetric(a.Seconds()/s.Seconds(), "applydiff/tar+syncfs")
 	})
+}
+
+// TestInterleaveKeepsRunsApart: the benchmark framework calls a
+// sub-benchmark again with a larger b.N; each call's medians must come
+// from its own b.N samples (BenchmarkApplyDiffVsTar once shared its loop
+// counter and sample slices across calls, so the second call ran
+// b.N-previous iterations and mixed both runs into its medians).
+func TestInterleaveKeepsRunsApart(t *testing.T) {
+	call := 0
+	side := func(tag int) func() time.Duration {
+		return func() time.Duration { return time.Duration(call*100 + tag) }
+	}
+	var got [][]time.Duration
+	for _, n := range []int{1, 3, 7} {
+		call++
+		got = interleave(n, side(1), side(2))
+		for k, s := range got {
+			if len(s) != n {
+				t.Fatalf("run with b.N=%d: side %d has %d samples", n, k, len(s))
+			}
+			for _, d := range s {
+				if d/100 != time.Duration(call) {
+					t.Fatalf("run %d: side %d holds a sample of run %d", call, k, d/100)
+				}
+			}
+		}
+	}
 }
