@@ -462,13 +462,14 @@ func (a *applier) pathMeta(pfd int, base string, hdr *tar.Header) error {
 
 func (a *applier) mkdir(pfd int, rel, base string, hdr *tar.Header) error {
 	err := unix.Mkdirat(pfd, base, 0o700)
+	existed := false
 	if err == unix.EEXIST {
 		var st unix.Stat_t
 		if err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return fmt.Errorf("stat: %w", err)
 		}
 		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-			err = nil // existing directory: only the metadata changes
+			err, existed = nil, true // existing directory: only the metadata changes
 		} else {
 			if err := a.t.removeAll(pfd, base); err != nil {
 				return err
@@ -479,10 +480,40 @@ func (a *applier) mkdir(pfd int, rel, base string, hdr *tar.Header) error {
 	if err != nil {
 		return fmt.Errorf("mkdir: %w", err)
 	}
+	if existed {
+		if err := dropXattrs(pfd, base, hdr); err != nil {
+			return err
+		}
+	}
 	if err := a.pathMeta(pfd, base, hdr); err != nil {
 		return err
 	}
 	a.dirs[rel] = times(hdr)
+	return nil
+}
+
+// dropXattrs removes the xattrs of an existing directory that its entry
+// does not carry: the entry's metadata replaces the directory's (a layer
+// that removed an xattr from a directory says so by leaving it out).
+// Overlay's own are kept: they are this tree's bookkeeping (an opaque
+// marker this tar set), never the tar's; so is the host's SELinux label.
+func dropXattrs(pfd int, base string, hdr *tar.Header) error {
+	p := procPath(pfd, base)
+	have, err := readXattrs(p, make([]byte, 4096))
+	if err != nil {
+		return err
+	}
+	for _, x := range have {
+		if isOverlayXattr(x.name) || x.name == "security.selinux" {
+			continue
+		}
+		if _, keep := hdr.PAXRecords[paxXattr+x.name]; keep {
+			continue
+		}
+		if err := unix.Lremovexattr(p, x.name); err != nil && err != unix.ENODATA {
+			return fmt.Errorf("remove xattr %s: %w", x.name, err)
+		}
+	}
 	return nil
 }
 

@@ -20,6 +20,9 @@ func FuzzApply(f *testing.F) {
 		}
 	}
 	f.Add(lg.Tar(lg.Dir("a"), lg.File("a/b", "c"), lg.Symlink("s", "/a"), lg.Hardlink("h", "s/b"), lg.Whiteout("a/b")))
+	f.Add(lg.SparseTar(lg.SparseFile{Name: "s", Size: 1 << 20, Offset: 4096, Data: "data"}))
+	cut := lg.Tar(lg.Entry{Name: "z", Content: make([]byte, 2048)}, lg.File("after", "x"))
+	f.Add(cut[:len(cut)-1024-1024])
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if os.Geteuid() != 0 {
 			t.Skip("needs root")
@@ -27,9 +30,10 @@ func FuzzApply(f *testing.F) {
 		sb, root := target(t)
 		victim := filepath.Join(sb, "victim")
 		must(t, os.WriteFile(victim, []byte(lg.VictimContent), 0o644))
-		for _, opts := range []ApplyOptions{{}, {Whiteouts: OverlayWhiteouts}} {
-			// A few bytes can declare a terabyte sparse file, which Apply
-			// would dutifully (and cancellably) walk: bound each run.
+		// A small hole budget keeps each input cheap: a few bytes can
+		// declare a terabyte sparse file, and the default budget would
+		// spend a second on it. The timeout is only a backstop.
+		for _, opts := range []ApplyOptions{{MaxHoleBytes: 1 << 20}, {Whiteouts: OverlayWhiteouts, MaxHoleBytes: 1 << 20}} {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			Apply(ctx, root, bytes.NewReader(data), opts)
 			cancel()
