@@ -13,15 +13,18 @@ import (
 // returns what differs, sorted so that a directory precedes its contents
 // (by path components, so "/a/b" comes before "/a-b").
 //
-// The walk is by metadata, as moby's naive diff is: a path is modified
-// when its type, mode, owner, size, device number, symlink target,
-// nanosecond mtime, link count or xattrs (other than overlay's own)
-// differ. Regular
-// file content is not read: a rewrite that keeps size and mtime is not
-// seen. A directory is compared without its size and mtime, which change
-// whenever a child does; its changed children are listed instead (and
-// WriteChanges writes their parents). A deleted directory is one Delete;
-// an added directory is an Add for it and each thing inside it.
+// A path is modified when its type, mode, owner, size, device number,
+// symlink target, nanosecond mtime, link count or xattrs (other than
+// overlay's own) differ. Regular file content is not read: a rewrite that
+// keeps size and mtime is not seen. A directory's own size and mtime are
+// not compared (they change whenever a child does; moby#9874); instead,
+// as moby's Changes and docker diff do, a directory that holds an added,
+// removed or modified entry is listed as modified itself. A deleted
+// directory is one Delete; an added directory is an Add for it and each
+// thing inside it.
+//
+// Both trees are read through fds of their roots (see View): dir may be
+// a running container's layer.
 func Changes(ctx context.Context, parentDir, dir string) ([]Change, error) {
 	if err := isDir(dir); err != nil {
 		return nil, err
@@ -57,7 +60,7 @@ func ChangesIn(ctx context.Context, parentDir string, v *View, rel string) ([]Ch
 	if err := c.dir(""); err != nil {
 		return nil, err
 	}
-	return c.out, nil
+	return CompleteChanges(c.out), nil
 }
 
 type changer struct {

@@ -1,6 +1,9 @@
 package archive
 
-import "path/filepath"
+import (
+	"path"
+	"path/filepath"
+)
 
 // Differs reports whether Changes would list a path that exists as
 // oldPath in the parent and newPath in the layer as modified (the entry
@@ -37,6 +40,35 @@ func DiffersIn(oldPath string, v *View, rel string) (bool, error) {
 		return false, err
 	}
 	return differs(om, nm), nil
+}
+
+// CompleteChanges sorts changes as SortChanges does and lists, as
+// modified, every directory that holds a change and is not listed itself
+// (moby's convention, which docker diff shows: "C /etc" above "A
+// /etc/new"). Duplicate paths are dropped (an Add or Delete wins over a
+// Modify). Backends that gather changes natively end with it, so that
+// their lists equal Changes'.
+func CompleteChanges(ch []Change) []Change {
+	kinds := make(map[string]ChangeKind, len(ch))
+	for _, c := range ch {
+		if k, ok := kinds[c.Path]; !ok || k == ChangeModify {
+			kinds[c.Path] = c.Kind
+		}
+	}
+	for _, c := range ch {
+		for d := path.Dir(c.Path); d != "/" && d != "."; d = path.Dir(d) {
+			if _, ok := kinds[d]; ok {
+				break // listed, and so are its parents
+			}
+			kinds[d] = ChangeModify
+		}
+	}
+	out := make([]Change, 0, len(kinds))
+	for p, k := range kinds {
+		out = append(out, Change{Path: p, Kind: k})
+	}
+	sortChanges(out)
+	return out
 }
 
 // SortChanges sorts changes into the order Changes returns them (by path

@@ -134,7 +134,7 @@ func TestChangesAndWriteChanges(t *testing.T) {
 	for _, c := range ch {
 		got = append(got, c.String())
 	}
-	want := []string{"C /a/b", "C /d/chmod", "D /d/del", "C /d/keep", "A /d/keep-link", "C /d/mod",
+	want := []string{"C /a", "C /a/b", "C /d", "C /d/chmod", "D /d/del", "C /d/keep", "A /d/keep-link", "C /d/mod",
 		"C /file2dir", "A /file2dir/in", "D /gone", "A /new", "A /new/f", "C /xa"}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("Changes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

@@ -140,7 +140,7 @@ func testChangesExact(t *testing.T, e *env) {
 	e.sameTree("child view", want, e.view("c"))
 	sameList(t, "Changes of the child", []string{
 		"A /etc/new", "A /newdir", "A /newdir/f",
-		"C /etc/chmod", "C /etc/mod",
+		"C /etc", "C /etc/chmod", "C /etc/mod",
 		"D /etc/old", "D /olddir",
 	}, e.changes("c"))
 	d := e.diff("c")
@@ -220,7 +220,7 @@ func testWhiteouts3(t *testing.T, e *env) {
 	e.sameTree("view rebuilt from Diffs of l2 and l3", want3, e.view("r3"))
 	sameList(t, "Changes of l3 against l2", []string{
 		"A /a/x", "A /c", "A /c/back", "A /d/fresh", "A /e/inside2",
-		"C /f",
+		"C /a", "C /d", "C /e", "C /f",
 		"D /a/new", "D /b", "D /d/keep", "D /e/inside",
 	}, e.changes("l3"))
 	for _, name := range []string{"/.wh.b", "/a/.wh.new"} {
@@ -324,7 +324,7 @@ func testWritableMountDiff(t *testing.T, e *env) {
 	sameList(t, "Changes made through the mount", []string{
 		"A /added", "A /added-link", "A /file2dir/inside", "A /newdir", "A /newdir/f",
 		"A /redir/new", "A /sl", "A /sub/newinner",
-		"C /chmod", "C /chown", "C /dir2file", "C /file2dir", "C /mod", "C /touched", "C /xattr",
+		"C /chmod", "C /chown", "C /dir2file", "C /file2dir", "C /mod", "C /redir", "C /sub", "C /touched", "C /xattr",
 		"D /del", "D /deldir", "D /redir/old1", "D /sub/inner",
 	}, e.changes("w"))
 	d := e.diff("w")

@@ -167,7 +167,7 @@ func testMoby37313OpaqueDirChanges(t *testing.T, e *env) {
 	l2 := buildTar(t, 2, tDir("o", 0o755), tOpaque("o"), tFile("o/new", "new\n", 0o644), tFile("o/kept-name", "2\n", 0o644))
 	e.layer("l1", "", l1)
 	e.layer("l2", "l1", l2)
-	sameList(t, "Changes of a layer with an opaque dir", []string{"A /o/new", "C /o/kept-name", "D /o/a", "D /o/b"}, e.changes("l2"))
+	sameList(t, "Changes of a layer with an opaque dir", []string{"A /o/new", "C /o", "C /o/kept-name", "D /o/a", "D /o/b"}, e.changes("l2"))
 	e.sameTree("view with an opaque dir", reference(t, l1, l2), e.view("l2"))
 }
 

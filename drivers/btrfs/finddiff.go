@@ -441,8 +441,7 @@ func (fd *finder) result() ([]driver.Change, error) {
 			out = append(out, c)
 		}
 	}
-	archive.SortChanges(out)
-	return out, nil
+	return archive.CompleteChanges(out), nil
 }
 
 // decide says whether candidate p is added or modified, as

@@ -204,8 +204,7 @@ func (d *Driver) nativeChanges(ctx context.Context, r store.Record) ([]driver.Ch
 	if err != nil {
 		return nil, err
 	}
-	archive.SortChanges(out)
-	return out, nil
+	return archive.CompleteChanges(out), nil
 }
 
 // dirSize sums the content bytes of the regular files under dir, each

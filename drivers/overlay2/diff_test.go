@@ -128,7 +128,7 @@ func TestUselessWhiteoutsPruned(t *testing.T) {
 		t.Fatal(err)
 	}
 	// /a keeps its metadata, so it is not a change itself.
-	if want := "[D /a/x A /a/y D /f A /f2]"; fmt.Sprint(ch) != want {
+	if want := "[C /a D /a/x A /a/y D /f A /f2]"; fmt.Sprint(ch) != want {
 		t.Errorf("Changes = %v, want %s", ch, want)
 	}
 }
