@@ -10,8 +10,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/stratafs/strata/internal/fsutil"
 	"github.com/stratafs/strata/internal/fstree"
+	"github.com/stratafs/strata/internal/fsutil"
 )
 
 // The fuzzer's trees use a few names in a few directories, so that ops
