@@ -24,6 +24,7 @@ func faultCases() []testCase {
 		{"FailedApplyKeepsFilledLayer", testFailedApplyKeepsFilledLayer},
 		{"CanceledDiff", testCanceledDiff},
 		{"DiffRacingWriter", testDiffRacingWriter},
+		{"NoSpace", testNoSpace},
 	}
 }
 

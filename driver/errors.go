@@ -3,6 +3,7 @@ package driver
 import (
 	"errors"
 	"fmt"
+	"syscall"
 )
 
 // Sentinel errors. Every error a Driver returns wraps one of these (or a
@@ -45,10 +46,14 @@ func (e *LayerError) Unwrap() error { return e.Err }
 
 // Wrap returns err wrapped in a *LayerError for op and id, or nil if err is
 // nil. An error that already carries the same op and id is not wrapped twice.
+// An out-of-space error of the kernel (ENOSPC, or EDQUOT from a quota) is
+// made to wrap ErrNoSpace too, whatever the backend and the call that hit
+// it, so that callers and metrics tell a full disk from a bad tar.
 func Wrap(op, id string, err error) error {
 	if err == nil {
 		return nil
 	}
+	err = NoSpace(err)
 	var le *LayerError
 	if errors.As(err, &le) && le.Op == op && le.ID == id {
 		return err
@@ -60,4 +65,13 @@ func Wrap(op, id string, err error) error {
 // to keep a sentinel reachable.
 func Errorf(op, id, format string, args ...any) error {
 	return &LayerError{Op: op, ID: id, Err: fmt.Errorf(format, args...)}
+}
+
+// NoSpace returns err wrapping ErrNoSpace as well when it is the kernel's
+// ENOSPC or EDQUOT, else err unchanged.
+func NoSpace(err error) error {
+	if (errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)) && !errors.Is(err, ErrNoSpace) {
+		return fmt.Errorf("%w: %w", ErrNoSpace, err)
+	}
+	return err
 }
