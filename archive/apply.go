@@ -30,6 +30,19 @@ type ApplyOptions struct {
 	// 0 means DefaultMaxHoleBytes; a negative value means no limit. A tar
 	// over the limit fails with ErrTooLarge.
 	MaxHoleBytes int64
+	// NewDir, when set, is called before Apply creates a directory that
+	// no entry names (a missing parent of an entry), with its path in the
+	// tree (symlinks resolved); an error refuses the entry. A backend that
+	// unpacks onto one layer of a stack (overlay2's diff dir) uses it to
+	// refuse a path that a lower layer has as something else than a
+	// directory: the layers applied in order would go through that
+	// symlink or file, a directory made in this layer would hide it.
+	NewDir func(rel string) error
+	// LinkTarget, when set, is called when a hardlink's target is not in
+	// the tree, with the target's path; its error replaces "not found"
+	// (a backend whose tree holds one layer only says why it cannot link
+	// to a file of a lower one).
+	LinkTarget func(rel string) error
 }
 
 // DefaultMaxHoleBytes is the hole budget of a tar when ApplyOptions sets
@@ -81,6 +94,7 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts ApplyOptions) (int
 		return 0, err
 	}
 	defer t.close()
+	t.newDir = opts.NewDir
 	raw := &countReader{r: rc}
 	a := &applier{
 		t:       t,
@@ -557,10 +571,16 @@ func (a *applier) link(pfd int, rel, base string, hdr *tar.Header) error {
 	tdir, tbase := splitName(target)
 	tfd, release, err := a.t.tempDirFD(tdir)
 	if err != nil {
+		if a.opts.LinkTarget != nil && errors.Is(err, unix.ENOENT) {
+			return a.opts.LinkTarget(target)
+		}
 		return fmt.Errorf("hardlink target %q: %w", hdr.Linkname, err)
 	}
 	defer release()
 	err = a.create(pfd, base, func() error { return unix.Linkat(tfd, tbase, pfd, base, 0) })
+	if err == unix.ENOENT && a.opts.LinkTarget != nil {
+		return a.opts.LinkTarget(target)
+	}
 	if err != nil {
 		return fmt.Errorf("hardlink to %q: %w", hdr.Linkname, err)
 	}

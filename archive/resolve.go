@@ -73,6 +73,8 @@ type tree struct {
 	// cacheCanon is the cached directory's path with symlinks resolved,
 	// the name Apply's bookkeeping of written paths uses.
 	cacheCanon string
+	// newDir is ApplyOptions.NewDir.
+	newDir func(rel string) error
 }
 
 func openTree(dir string) (*tree, error) {
@@ -202,9 +204,9 @@ func (t *tree) tempDirFD(p string) (fd int, release func(), err error) {
 func dirErr(p string, err error) error {
 	switch err {
 	case unix.ENOTDIR:
-		return fmt.Errorf("parent %q is not a directory", p)
+		return fmt.Errorf("%w: parent %q is not a directory", ErrInvalidTar, p)
 	case unix.ELOOP:
-		return fmt.Errorf("parent %q: too many levels of symbolic links", p)
+		return fmt.Errorf("%w: parent %q: too many levels of symbolic links", ErrInvalidTar, p)
 	}
 	return fmt.Errorf("parent %q: %w", p, err)
 }
@@ -220,6 +222,16 @@ func (t *tree) mkdirAll(p string) (int, error) {
 	for i, c := range comps {
 		sub := strings.Join(comps[:i+1], "/")
 		fd, err := t.openIn(sub, unix.O_PATH|unix.O_DIRECTORY)
+		if err == unix.ENOENT && t.newDir != nil {
+			at, cerr := t.canon(cur)
+			if cerr == nil {
+				cerr = t.newDir(join(at, c))
+			}
+			if cerr != nil {
+				release()
+				return -1, cerr
+			}
+		}
 		if err == unix.ENOENT {
 			if err := unix.Mkdirat(cur, c, 0o755); err != nil && err != unix.EEXIST {
 				release()

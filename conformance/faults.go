@@ -25,6 +25,7 @@ func faultCases() []testCase {
 		{"CanceledDiff", testCanceledDiff},
 		{"DiffRacingWriter", testDiffRacingWriter},
 		{"NoSpace", testNoSpace},
+		{"StackedTarsMatchReference", testStackedTarsMatchReference},
 	}
 }
 
@@ -144,6 +145,10 @@ func testHostileTars(t *testing.T, e *env) {
 				t.Logf("contained tar refused (allowed): %v", err)
 			case err != nil:
 				t.Logf("refused: %v", err)
+			default:
+				// Contained is not enough: the view is what the layers
+				// applied in order give, as on every other backend.
+				e.sameAsReference("accepted hostile tar: view against the reference", reference(t, p, hc.tar), e.view(id))
 			}
 			outAfter, serr := fstree.Snapshot(out)
 			if serr != nil {

@@ -48,7 +48,10 @@ func (d *Driver) ApplyDiff(ctx context.Context, id string, r io.Reader) (int64, 
 
 func (d *Driver) apply(ctx context.Context, id string, r io.Reader) (int64, error) {
 	diff := d.diffDir(id)
-	opts := archive.ApplyOptions{Whiteouts: archive.OverlayWhiteouts}
+	opts, err := d.applyOptions(id)
+	if err != nil {
+		return 0, err
+	}
 	empty, err := isEmptyDir(diff)
 	if err != nil {
 		return 0, err

@@ -2,6 +2,7 @@ package overlay2
 
 import (
 	"context"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -280,4 +281,52 @@ func (d *Driver) pruneWhiteouts(ctx context.Context, id, dir string) error {
 		}
 		return os.Remove(p)
 	})
+}
+
+// applyOptions are the options ApplyDiff unpacks a tar with onto id's
+// stage. A tar is applied to this layer's directory alone, while the
+// image is the layers applied in order; where the two would differ,
+// ApplyDiff refuses the tar with ErrNotSupported and says why:
+//   - an entry through a path that a lower layer has as a symlink or a
+//     file ("x/b" over "x -> real"): made here, a directory x would hide
+//     the symlink, and "x/.wh.a" would delete nothing;
+//   - a hardlink to a file of a lower layer: overlayfs links only within
+//     one directory tree.
+func (d *Driver) applyOptions(id string) (archive.ApplyOptions, error) {
+	opts := archive.ApplyOptions{Whiteouts: archive.OverlayWhiteouts}
+	// The record is in state Applying here, so not d.ready.
+	r, _ := d.store.Get(id)
+	ls, err := d.lowersOf(r)
+	if err != nil || len(ls) == 0 {
+		return opts, err
+	}
+	opts.NewDir = func(rel string) error {
+		if _, st, ok := ls.lookup("/" + rel); ok && !isDir(st) {
+			return fmt.Errorf("%w: /%s is a %s in a lower layer; overlay2 cannot apply an entry below it as the image does (through it), and will not hide it with a directory",
+				driver.ErrNotSupported, rel, typeOf(st))
+		}
+		return nil
+	}
+	opts.LinkTarget = func(rel string) error {
+		if _, _, ok := ls.lookup("/" + rel); ok {
+			return fmt.Errorf("%w: hardlink to /%s, a file of a lower layer; overlay2 keeps each layer in its own directory and cannot link across them",
+				driver.ErrNotSupported, rel)
+		}
+		return fmt.Errorf("%w: hardlink target /%s is not in this tar; overlay2 cannot link to a file of a lower layer (nor through a lower layer's symlink)", driver.ErrNotSupported, rel)
+	}
+	return opts, nil
+}
+
+func typeOf(st *unix.Stat_t) string {
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFLNK:
+		return "symlink"
+	case unix.S_IFREG:
+		return "file"
+	case unix.S_IFCHR, unix.S_IFBLK:
+		return "device"
+	case unix.S_IFIFO:
+		return "fifo"
+	}
+	return "special file"
 }
