@@ -26,6 +26,7 @@ func faultCases() []testCase {
 		{"DiffRacingWriter", testDiffRacingWriter},
 		{"NoSpace", testNoSpace},
 		{"StackedTarsMatchReference", testStackedTarsMatchReference},
+		{"SizeOfReadOnlyLayerWrittenThroughGet", testSizeOfReadOnlyLayerWrittenThroughGet},
 	}
 }
 

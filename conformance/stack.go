@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stratafs/strata/archive"
@@ -86,4 +88,37 @@ func (e *env) sameAsReference(what string, want, got *fstree.Tree) bool {
 	opts := e.treeOptions()
 	opts.IgnoreDirMtimes = true
 	return sameTreeOpts(e.t, what, want, got, opts)
+}
+
+// testSizeOfReadOnlyLayerWrittenThroughGet: Get hands out a writable path
+// for a read-only layer (overlay2 mounts it read-write as moby does, vfs
+// returns its directory); what is written there must show in DiffSize, on
+// every backend, not the size recorded at ApplyDiff.
+func testSizeOfReadOnlyLayerWrittenThroughGet(t *testing.T, e *env) {
+	e.layer("p", "", smallLayer(t, "p", 1))
+	e.layer("l", "p", smallLayer(t, "l", 2))
+	before, err := e.d.DiffSize(e.ctx, "l")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := e.d.Get(e.ctx, "l", nil)
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	const added = 1 << 20
+	werr := os.WriteFile(filepath.Join(dir, "written-through-get"), bytes.Repeat([]byte("w"), added), 0o644)
+	if err := e.d.Put(e.ctx, "l"); err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	if werr != nil {
+		t.Logf("the read-only layer's path refused the write (enforced read-only): %v", werr)
+		return
+	}
+	after, err := e.d.DiffSize(e.ctx, "l")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after != before+added {
+		t.Errorf("DiffSize after writing %d bytes through Get = %d, want %d (was %d)", added, after, before+added, before)
+	}
 }

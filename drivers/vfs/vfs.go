@@ -8,7 +8,9 @@
 // Get returns the layer's directory itself: nothing is mounted, so
 // MountOpts.ReadOnly cannot be enforced (it is accepted and advisory) and
 // size limits cannot be enforced at all (Create with a SizeLimit fails
-// with ErrNotSupported).
+// with ErrNotSupported). A read-only layer's path handed out by Get can
+// be written, as overlay2's read-write mount of one can: its DiffSize is
+// then measured rather than taken from the record, so it stays true.
 package vfs
 
 import (
@@ -63,6 +65,10 @@ const (
 	extraCopiedFiles = "copiedFiles"
 	extraCopiedBytes = "copiedBytes"
 	extraReflinked   = "reflinkedFiles"
+	// extraHandedOut marks a read-only layer whose path a Get handed out
+	// for writing: its recorded size may be stale, so DiffSize measures
+	// it as it measures a writable layer (overlay2 does the same).
+	extraHandedOut = "handedOut"
 )
 
 // New opens (creating if needed) a vfs driver on root and recovers from
@@ -280,12 +286,24 @@ func (d *Driver) Get(ctx context.Context, id string, opts *driver.MountOpts) (st
 		return "", err
 	}
 	defer d.locks.RLock(id)()
-	if _, err := d.ready(id); err != nil {
+	rec, err := d.ready(id)
+	if err != nil {
 		return "", driver.Wrap(op, id, err)
 	}
 	// Whoever has the path may write: the layer can no longer be rebuilt
-	// from its parent (see ApplyDiff).
+	// from its parent (see ApplyDiff), and its recorded size may go stale.
 	d.fresh.remove(id)
+	if !rec.Writable && (opts == nil || !opts.ReadOnly) && rec.Extra[extraHandedOut] == "" {
+		err := d.store.Update(id, func(r *store.Record) {
+			if r.Extra == nil {
+				r.Extra = map[string]string{}
+			}
+			r.Extra[extraHandedOut] = "1"
+		})
+		if err != nil {
+			return "", driver.Wrap(op, id, err)
+		}
+	}
 	d.refs.Increment(id)
 	return d.layerDir(id), nil
 }
@@ -349,8 +367,9 @@ func (d *Driver) Changes(ctx context.Context, id string) ([]driver.Change, error
 }
 
 // DiffSize returns the recorded size of what ApplyDiff wrote. A writable
-// layer is written through Get's path, which vfs cannot watch, so its size
-// is measured: the regular files its Changes name, each inode once. That
+// layer, or a read-only one whose path a Get handed out for writing, is
+// written through Get's path, which vfs cannot watch, so its size is
+// measured: the regular files its Changes name, each inode once. That
 // compares the layer with its parent tree; vfs has no cheaper way.
 func (d *Driver) DiffSize(ctx context.Context, id string) (int64, error) {
 	const op = "diffsize"
@@ -361,7 +380,7 @@ func (d *Driver) DiffSize(ctx context.Context, id string) (int64, error) {
 	if err != nil {
 		return 0, driver.Wrap(op, id, err)
 	}
-	if !rec.Writable {
+	if !rec.Writable && rec.Extra[extraHandedOut] == "" {
 		return rec.Size, nil
 	}
 	changes, err := d.naive.Changes(ctx, id)
