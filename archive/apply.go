@@ -32,12 +32,15 @@ type ApplyOptions struct {
 	MaxHoleBytes int64
 	// NewDir, when set, is called before Apply creates a directory that
 	// no entry names (a missing parent of an entry), with its path in the
-	// tree (symlinks resolved); an error refuses the entry. A backend that
-	// unpacks onto one layer of a stack (overlay2's diff dir) uses it to
-	// refuse a path that a lower layer has as something else than a
-	// directory: the layers applied in order would go through that
-	// symlink or file, a directory made in this layer would hide it.
-	NewDir func(rel string) error
+	// tree (symlinks resolved). An error refuses the entry; a path in like
+	// gives the new directory that directory's owner, mode and xattrs
+	// (overlay's own left out). A backend that unpacks onto one layer of
+	// a stack (overlay2's diff dir) uses it as overlayfs copies up: a
+	// parent that a lower layer has as a directory keeps that directory's
+	// metadata, and one it has as a symlink or file is refused (the
+	// layers applied in order go through it; a directory made in this
+	// layer would hide it).
+	NewDir func(rel string) (like string, err error)
 	// LinkTarget, when set, is called when a hardlink's target is not in
 	// the tree, with the target's path; its error replaces "not found"
 	// (a backend whose tree holds one layer only says why it cannot link

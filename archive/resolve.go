@@ -74,7 +74,7 @@ type tree struct {
 	// the name Apply's bookkeeping of written paths uses.
 	cacheCanon string
 	// newDir is ApplyOptions.NewDir.
-	newDir func(rel string) error
+	newDir func(rel string) (like string, err error)
 }
 
 func openTree(dir string) (*tree, error) {
@@ -222,10 +222,11 @@ func (t *tree) mkdirAll(p string) (int, error) {
 	for i, c := range comps {
 		sub := strings.Join(comps[:i+1], "/")
 		fd, err := t.openIn(sub, unix.O_PATH|unix.O_DIRECTORY)
+		like := ""
 		if err == unix.ENOENT && t.newDir != nil {
 			at, cerr := t.canon(cur)
 			if cerr == nil {
-				cerr = t.newDir(join(at, c))
+				like, cerr = t.newDir(join(at, c))
 			}
 			if cerr != nil {
 				release()
@@ -236,6 +237,12 @@ func (t *tree) mkdirAll(p string) (int, error) {
 			if err := unix.Mkdirat(cur, c, 0o755); err != nil && err != unix.EEXIST {
 				release()
 				return -1, err
+			}
+			if like != "" {
+				if err := copyDirMeta(cur, c, like); err != nil {
+					release()
+					return -1, err
+				}
 			}
 			fd, err = t.openIn(sub, unix.O_PATH|unix.O_DIRECTORY)
 		}
@@ -316,4 +323,33 @@ func procPath(fd int, base string) string {
 		return fmt.Sprintf("/proc/self/fd/%d", fd)
 	}
 	return fmt.Sprintf("/proc/self/fd/%d/%s", fd, base)
+}
+
+// copyDirMeta gives the directory base in pfd the owner, mode and xattrs
+// (but overlay's own) of the directory like, as overlayfs does when it
+// copies a lower directory up.
+func copyDirMeta(pfd int, base, like string) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(like, &st); err != nil {
+		return fmt.Errorf("stat %s: %w", like, err)
+	}
+	if err := unix.Fchownat(pfd, base, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("chown %q: %w", base, err)
+	}
+	if err := unix.Fchmodat(pfd, base, st.Mode&0o7777, 0); err != nil {
+		return fmt.Errorf("chmod %q: %w", base, err)
+	}
+	xs, err := readXattrs(like, make([]byte, 4096))
+	if err != nil {
+		return err
+	}
+	for _, x := range xs {
+		if isOverlayXattr(x.name) {
+			continue
+		}
+		if err := unix.Lsetxattr(procPath(pfd, base), x.name, []byte(x.value), 0); err != nil {
+			return fmt.Errorf("set xattr %s on %q: %w", x.name, base, err)
+		}
+	}
+	return nil
 }

@@ -42,7 +42,8 @@ func acceptedOrClear(t *testing.T, e *env, what string, err error, before []stri
 func testStackedTarsMatchReference(t *testing.T, e *env) {
 	base := buildTar(t, 1,
 		tSymlink("x", "real"), tSymlink("abs", "/real"), tSymlink("y", "x"),
-		tDir("real", 0o755), tFile("real/a", "a\n", 0o644), tFile("f", "f\n", 0o644))
+		tDir("real", 0o755), tFile("real/a", "a\n", 0o644), tFile("f", "f\n", 0o644),
+		tDir("priv", 0o710).owner(1000, 1001).xattr("user.k", "v"))
 	e.layer("base", "", base)
 	children := []struct {
 		name string
@@ -57,6 +58,7 @@ func testStackedTarsMatchReference(t *testing.T, e *env) {
 		{"file-below-a-file", buildTar(t, 8, tFile("f/under", "u\n", 0o644))},
 		{"hardlink-to-parent-file", buildTar(t, 9, tHardlink("h", "real/a"))},
 		{"hardlink-via-symlink-to-parent-file", buildTar(t, 10, tHardlink("h2", "x/a"))},
+		{"file-in-parent-dir-without-its-entry", buildTar(t, 12, tFile("priv/new", "n\n", 0o644))},
 		{"replace-symlink-then-write", buildTar(t, 11, tDir("x", 0o755), tFile("x/b", "b\n", 0o644))},
 	}
 	for i, c := range children {

@@ -285,8 +285,10 @@ func (d *Driver) pruneWhiteouts(ctx context.Context, id, dir string) error {
 
 // applyOptions are the options ApplyDiff unpacks a tar with onto id's
 // stage. A tar is applied to this layer's directory alone, while the
-// image is the layers applied in order; where the two would differ,
-// ApplyDiff refuses the tar with ErrNotSupported and says why:
+// image is the layers applied in order. A parent directory the tar does
+// not name but a lower layer has is made with that directory's metadata
+// (as overlayfs copies up). Where the two would still differ, ApplyDiff
+// refuses the tar with ErrNotSupported and says why:
 //   - an entry through a path that a lower layer has as a symlink or a
 //     file ("x/b" over "x -> real"): made here, a directory x would hide
 //     the symlink, and "x/.wh.a" would delete nothing;
@@ -300,12 +302,16 @@ func (d *Driver) applyOptions(id string) (archive.ApplyOptions, error) {
 	if err != nil || len(ls) == 0 {
 		return opts, err
 	}
-	opts.NewDir = func(rel string) error {
-		if _, st, ok := ls.lookup("/" + rel); ok && !isDir(st) {
-			return fmt.Errorf("%w: /%s is a %s in a lower layer; overlay2 cannot apply an entry below it as the image does (through it), and will not hide it with a directory",
+	opts.NewDir = func(rel string) (string, error) {
+		lp, st, ok := ls.lookup("/" + rel)
+		switch {
+		case !ok:
+			return "", nil
+		case !isDir(st):
+			return "", fmt.Errorf("%w: /%s is a %s in a lower layer; overlay2 cannot apply an entry below it as the image does (through it), and will not hide it with a directory",
 				driver.ErrNotSupported, rel, typeOf(st))
 		}
-		return nil
+		return lp, nil // copied up: the directory keeps its metadata
 	}
 	opts.LinkTarget = func(rel string) error {
 		if _, _, ok := ls.lookup("/" + rel); ok {
