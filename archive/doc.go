@@ -15,7 +15,18 @@
 // the host. Names that climb out with "..", hardlinks or whiteouts aimed
 // outside, absurd sizes and names, unknown entry types and truncated
 // streams are refused with an *EntryError naming the entry and wrapping
-// ErrUnsafePath, ErrInvalidTar or ErrNotAllowed.
+// ErrUnsafePath, ErrInvalidTar or ErrNotAllowed. A stream is whole only
+// if archive/tar read its two end-of-archive blocks. Sparse entries cost
+// time for their holes, not disk: the holes of a tar are bounded by
+// ApplyOptions.MaxHoleBytes (ErrTooLarge past it).
+//
+// Diff side: Changes, WriteChanges and WriteDir read a tree that a running
+// container may be changing. They go through a View: every path resolved
+// beneath an fd of the root with openat2(RESOLVE_BENEATH|
+// RESOLVE_NO_SYMLINKS), metadata read from the parent directory's fd, and
+// a file's content read only if it is the inode that was stat'ed; a
+// writer swapping a directory for a symlink to the host makes them fail,
+// never read the host (CVE-2018-15664).
 //
 // Memory: content is streamed through one 1 MiB buffer each way; what
 // grows with a layer is bookkeeping per entry (paths written, directory
